@@ -1,0 +1,239 @@
+"""The `helpdesk` command line: run the daemon, migrate, ingest files, inspect tickets."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from daemon import config as config_module
+from daemon.clock import Clock, parse_instant
+from daemon.store import Store
+from daemon.store.migrate import current_revision, head_revision
+
+log = logging.getLogger("helpdesk")
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed without a traceback, exit status 1."""
+
+
+def _print_json(value) -> None:
+    json.dump(value, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+def _open_store(config, *, migrate: bool) -> Store:
+    store = Store(config.database_url)
+    try:
+        if migrate:
+            from daemon.service import prepare_store
+            prepare_store(config, store)
+        elif current_revision(store) != head_revision(store):
+            raise CommandError("the store is not migrated: run `helpdesk migrate` first")
+    except OperationalError as exc:
+        raise CommandError(f"cannot open the store {store.engine.url!r}: {exc.orig}") from None
+    return store
+
+
+# -- commands ---------------------------------------------------------------------------
+def cmd_check_config(args, config) -> int:
+    print(f"configuration OK ({args.config or 'built-in defaults'}): "
+          f"{len(config.mailboxes)} mailboxes, {len(config.clients)} clients, "
+          f"{len(config.technicians)} technicians")
+    return 0
+
+
+def cmd_migrate(args, config) -> int:
+    from daemon.service import prepare_store
+    store = Store(config.database_url)
+    prepare_store(config, store)
+    print(f"store at revision {current_revision(store)}")
+    return 0
+
+
+def cmd_run(args, config) -> int:
+    from daemon.service import Daemon
+    store = _open_store(config, migrate=True)
+    daemon = Daemon(config, store, args.clock)
+    if args.once:
+        report = daemon.run_once()
+        _print_json({k: (dict(v) if isinstance(v, Counter) else v) for k, v in report.items()})
+        return 0
+    daemon.run()
+    return 0
+
+
+def cmd_ingest(args, config) -> int:
+    from daemon.ingest.files import NotMail, read_mail
+    from daemon.ingest.intake import save_raw
+    from daemon.pipeline import Pipeline
+    mailbox = args.mailbox or config.mailboxes[0].address
+    if not config.mailbox(mailbox):
+        raise CommandError(f"--mailbox {mailbox}: not a configured mailbox")
+    store = _open_store(config, migrate=True)
+    saved = Counter()
+    for path in args.paths:
+        try:
+            for mail in read_mail(Path(path)):
+                result = save_raw(store, channel="file", key=mail.key, raw=mail.raw,
+                                  now=args.clock.now(), mailbox=mailbox, origin=mail.origin)
+                saved["saved" if result.created else "already stored"] += 1
+        except NotMail as exc:
+            raise CommandError(str(exc)) from None
+    processed = Pipeline(config, store, args.clock).process_pending()
+    summary = {"files": dict(saved), "processed": dict(processed)}
+    if args.json:
+        _print_json(summary)
+    else:
+        print(", ".join(f"{n} {k}" for k, n in {**saved, **processed}.items()) or "nothing to do")
+    return 0
+
+
+def cmd_tickets(args, config) -> int:
+    from daemon.store.models import Ticket
+    from daemon.views import ticket_summary
+    store = _open_store(config, migrate=False)
+    with store.transaction() as session:
+        query = select(Ticket).order_by(Ticket.id)
+        if args.status:
+            query = query.where(Ticket.status == args.status)
+        rows = [ticket_summary(t, config.tz) for t in session.scalars(query).unique()]
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            print(f"{row['number']:<12} {row['status']:<9} {row['tier']} {row['priority']:<7} "
+                  f"{row['requester']:<30} {row['subject'][:60]}")
+    return 0
+
+
+def cmd_ticket(args, config) -> int:
+    from daemon.store.models import Ticket
+    from daemon.views import ticket_detail
+    store = _open_store(config, migrate=False)
+    with store.transaction() as session:
+        ticket = session.scalar(select(Ticket).where(Ticket.number == args.number.upper()))
+        if ticket is None:
+            raise CommandError(f"no ticket {args.number}")
+        detail = ticket_detail(ticket, config.tz)
+    if args.json:
+        _print_json(detail)
+    else:
+        print(f"{detail['number']} [{detail['status']}, {detail['tier']}, {detail['priority']}] "
+              f"{detail['subject']}")
+        for message in detail["messages"]:
+            print(f"\n--- {message['created_at']} {message['direction']} {message['kind']} "
+                  f"{message['from']}\n{message['text'].strip()}")
+    return 0
+
+
+def cmd_quarantine(args, config) -> int:
+    from daemon.store.models import RawMessage
+    from daemon.views import quarantine_view
+    store = _open_store(config, migrate=False)
+    if args.action == "retry":
+        return _quarantine_retry(args, config, store)
+    with store.transaction() as session:
+        rows = [quarantine_view(r, config.tz) for r in session.scalars(
+            select(RawMessage).where(RawMessage.status == "quarantined").order_by(RawMessage.id))]
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            print(f"{row['id']:>6} {row['received_at']} {row['origin'][:40]:<40} {row['reason']}")
+    return 0
+
+
+def _quarantine_retry(args, config, store: Store) -> int:
+    from sqlalchemy import update
+
+    from daemon.pipeline import Pipeline
+    from daemon.store.models import RawMessage
+    if not args.ids:
+        raise CommandError("quarantine retry: name the record IDs (see `helpdesk quarantine`)")
+    pipeline = Pipeline(config, store, args.clock)
+    failed = 0
+    for raw_id in args.ids:
+        with store.transaction() as session:
+            changed = session.execute(update(RawMessage).where(
+                RawMessage.id == raw_id, RawMessage.status == "quarantined")
+                .values(status="pending", reason=None)).rowcount
+        if not changed:
+            print(f"{raw_id}: not in quarantine", file=sys.stderr)
+            failed += 1
+            continue
+        status = pipeline.process_one(raw_id)
+        print(f"{raw_id}: {status}")
+        failed += status == "quarantined"
+    return 1 if failed else 0
+
+
+# -- parser -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="helpdesk", description=__doc__)
+    parser.add_argument("--config", help="TOML configuration (default: $HELPDESK_CONFIG, "
+                                         "else built-in embedded defaults)")
+    parser.add_argument("--now", type=parse_instant, metavar="ISO8601",
+                        help="treat this instant as the present, e.g. 2026-03-30T09:00:00+02:00")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon (IMAP, SMTP receiver, jobs)")
+    run.add_argument("--once", action="store_true", help="run every job once, then exit")
+    run.set_defaults(func=cmd_run)
+    commands.add_parser("migrate", help="create or upgrade the store's schema").set_defaults(
+        func=cmd_migrate)
+    commands.add_parser("check-config", help="validate the configuration").set_defaults(
+        func=cmd_check_config)
+
+    ingest = commands.add_parser("ingest", help="ingest .eml files, mbox files, Maildir folders")
+    ingest.add_argument("paths", nargs="+", metavar="PATH")
+    ingest.add_argument("--mailbox", help="the dedicated address the mail counts as sent to")
+    ingest.add_argument("--json", action="store_true")
+    ingest.set_defaults(func=cmd_ingest)
+
+    tickets = commands.add_parser("tickets", help="list tickets")
+    tickets.add_argument("--json", action="store_true")
+    tickets.add_argument("--status", choices=("new", "open", "waiting", "resolved", "closed"))
+    tickets.set_defaults(func=cmd_tickets)
+
+    ticket = commands.add_parser("ticket", help="show one ticket with its messages")
+    ticket.add_argument("number")
+    ticket.add_argument("--json", action="store_true")
+    ticket.set_defaults(func=cmd_ticket)
+
+    quarantine = commands.add_parser("quarantine", help="list or retry unprocessable mail")
+    quarantine.add_argument("action", nargs="?", choices=("list", "retry"), default="list")
+    quarantine.add_argument("ids", nargs="*", type=int, metavar="ID")
+    quarantine.add_argument("--json", action="store_true")
+    quarantine.set_defaults(func=cmd_quarantine)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.clock = Clock(start=args.now)
+    try:
+        config = config_module.load(args.config)
+    except config_module.ConfigError as exc:
+        print("configuration errors:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args, config)
+    except CommandError as exc:
+        print(f"helpdesk: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

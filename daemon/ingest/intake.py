@@ -1,0 +1,80 @@
+"""Save raw bytes as they arrived: the durability point every intake path shares.
+
+Only after `save_raw` returns may an adapter acknowledge its source (flag the IMAP
+message, answer 250, show the ticket number). Saving the same key twice is harmless.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from daemon.store import Store
+from daemon.store.models import RawMessage
+
+log = logging.getLogger(__name__)
+_MESSAGE_ID_RE = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Saved:
+    raw_id: int
+    created: bool  # False: this key was already stored (a redelivery)
+
+
+def header_message_id(raw: bytes) -> str | None:
+    """The Message-ID from the header block, cheaply and without a full parse."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0][:1_000_000]
+    match = _MESSAGE_ID_RE.search(head)
+    if not match:
+        return None
+    value = re.sub(rb"\s+", b"", match.group(1)).decode("utf-8", "replace")
+    inner = re.search(r"<([^<>]+)>", value)
+    value = (inner.group(1) if inner else value).strip()
+    return value[:998] or None
+
+
+def content_key(raw: bytes) -> str:
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def add_raw(session: Session, *, channel: str, key: str, raw: bytes, now: datetime,
+            mailbox: str | None = None, origin: str = "",
+            envelope: dict[str, Any] | None = None) -> RawMessage | None:
+    """Add a raw record in the caller's transaction unless its key is known (then None)."""
+    if session.scalar(select(RawMessage.id).where(RawMessage.idempotency_key == key)):
+        return None
+    record = RawMessage(channel=channel, mailbox=mailbox, origin=origin[:1000],
+                        idempotency_key=key[:700], message_id=header_message_id(raw),
+                        sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), raw=raw,
+                        received_at=now, status="pending", attempts=0,
+                        envelope=envelope or {})
+    session.add(record)
+    session.flush()
+    return record
+
+
+def save_raw(store: Store, *, channel: str, key: str, raw: bytes, now: datetime,
+             mailbox: str | None = None, origin: str = "",
+             envelope: dict[str, Any] | None = None) -> Saved:
+    """Commit one raw record (its own transaction); idempotent on `key`."""
+    try:
+        with store.transaction() as session:
+            record = add_raw(session, channel=channel, key=key, raw=raw, now=now,
+                             mailbox=mailbox, origin=origin, envelope=envelope)
+            if record is not None:
+                log.info("<%s> saved from %s (%s, %d bytes)", record.message_id or "-",
+                         channel, origin or mailbox, len(raw))
+                return Saved(record.id, True)
+    except IntegrityError:
+        pass  # another process saved the same key between our check and insert
+    with store.transaction() as session:
+        raw_id = session.scalar(select(RawMessage.id).where(RawMessage.idempotency_key == key[:700]))
+    return Saved(raw_id, False)

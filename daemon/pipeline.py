@@ -1,0 +1,221 @@
+"""The one pipeline every raw record goes through, whatever channel brought it.
+
+Parse, deduplicate, classify, thread, file into a ticket, route — each a small named step,
+all in one transaction per record. A record whose processing fails is quarantined with
+its reason (never dropped) and can be retried after a fix.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from daemon.clock import Clock
+from daemon.config import Config
+from daemon.parse import ParsedMail, UnparseableMail, parse_mail
+from daemon.rules.classify import automatic_reason
+from daemon.rules.routing import route_new_ticket
+from daemon.rules.threading import ThreadMatch, find_thread
+from daemon.store import Store
+from daemon.store.models import Message, RawMessage, Ticket
+from daemon.tickets import (add_participant, append_message, message_by_message_id,
+                            open_ticket, record_event, technician_for_address)
+
+log = logging.getLogger(__name__)
+
+
+class Quarantine(Exception):
+    """Raised by a step for mail that cannot be processed; the text is the reason."""
+
+
+@dataclass
+class Intake:
+    """What the pipeline knows about one raw record as it goes through the steps."""
+
+    session: Session
+    config: Config
+    raw: RawMessage
+    now: object
+    mail: ParsedMail | None = None
+    automatic: str | None = None          # why a machine sent it, or None
+    kind: str = "customer"                # customer, technician, auto
+    match: ThreadMatch | None = None
+    ticket: Ticket | None = None
+    message: Message | None = None
+    created: bool = False                 # this record opened its ticket
+    done: bool = False                    # a step finished the record early
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.ticket.number if self.ticket else f"<{self.raw.message_id or self.raw.id}>"
+
+
+Step = Callable[[Intake], None]
+
+
+def parse(intake: Intake) -> None:
+    try:
+        intake.mail = parse_mail(intake.raw.raw,
+                                 attachment_max_bytes=intake.config.limits.attachment_max_bytes)
+    except UnparseableMail as exc:
+        raise Quarantine(f"unparseable: {exc}") from exc
+
+
+def deduplicate(intake: Intake) -> None:
+    """The same Message-ID delivered twice or to two mailboxes is one message."""
+    existing = message_by_message_id(intake.session, intake.mail.message_id)
+    if existing is None:
+        return
+    intake.raw.status = "duplicate"
+    intake.raw.ticket_id = existing.ticket_id
+    intake.ticket = existing.ticket
+    intake.done = True
+    log.info("<%s> duplicate of a message on %s", intake.mail.message_id, existing.ticket.number)
+
+
+def classify(intake: Intake) -> None:
+    intake.automatic = automatic_reason(intake.mail, intake.config)
+    if technician_for_address(intake.session, intake.mail.from_email):
+        intake.kind = "technician"
+    elif intake.automatic:
+        intake.kind = "auto"
+
+
+def thread(intake: Intake) -> None:
+    intake.match = find_thread(intake.session, intake.mail, intake.config.ticket_prefix)
+    intake.ticket = intake.match.ticket
+
+
+def file_message(intake: Intake) -> None:
+    """Append the mail to its ticket, or open a new ticket for it."""
+    session, mail, now = intake.session, intake.mail, intake.now
+    if intake.ticket is None:
+        intake.ticket = open_ticket(session, intake.config, mail, channel="email",
+                                    mailbox=intake.raw.mailbox, now=now)
+        intake.created = True
+    held = bool(intake.match and intake.match.held)
+    intake.message = append_message(session, intake.ticket, mail, kind=intake.kind,
+                                    direction="in", now=now, raw=intake.raw, held=held)
+    if held:
+        record_event(session, intake.ticket, "held", now, actor=mail.from_email,
+                     reason="tagged reply from a sender with no tie to the ticket")
+    elif not intake.created:
+        _join_conversation(intake)
+        record_event(session, intake.ticket, "message_added", now, actor=mail.from_email,
+                     via=intake.match.via, kind=intake.kind)
+
+
+def _join_conversation(intake: Intake) -> None:
+    """Someone who answered a message of the ticket (e.g. from CC) joins its conversation."""
+    if intake.kind != "customer":
+        return
+    if add_participant(intake.session, intake.ticket, intake.mail.from_email,
+                       intake.mail.from_name):
+        record_event(intake.session, intake.ticket, "participant_added", intake.now,
+                     actor=intake.mail.from_email, email=intake.mail.from_email)
+
+
+def route(intake: Intake) -> None:
+    if intake.created:
+        route_new_ticket(intake.session, intake.config, intake.ticket, intake.mail, intake.now)
+
+
+def finish(intake: Intake) -> None:
+    intake.raw.status = "processed"
+    intake.raw.ticket_id = intake.ticket.id
+    log.info("%s <%s> %s from %s", intake.ticket.number, intake.mail.message_id,
+             "opened" if intake.created else ("held" if intake.message.held else "appended"),
+             intake.mail.from_email)
+
+
+STEPS: tuple[Step, ...] = (parse, deduplicate, classify, thread, file_message, route, finish)
+
+
+class Pipeline:
+    """Claims pending raw records and runs the steps on each, one transaction per record."""
+
+    def __init__(self, config: Config, store: Store, clock: Clock,
+                 steps: tuple[Step, ...] = STEPS):
+        self.config, self.store, self.clock, self.steps = config, store, clock, steps
+
+    def _claim(self, session: Session, raw_id: int | None) -> RawMessage | None:
+        query = select(RawMessage).where(RawMessage.status == "pending")
+        query = query.where(RawMessage.id == raw_id) if raw_id else query.order_by(RawMessage.id)
+        if self.store.backend == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return session.scalar(query.limit(1))
+
+    def _run_steps(self, raw_id: int | None, claimed: list[int]) -> str | None:
+        with self.store.transaction() as session:
+            raw = self._claim(session, raw_id)
+            if raw is None:
+                return None
+            claimed.append(raw.id)
+            raw.attempts = (raw.attempts or 0) + 1
+            raw.processed_at = self.clock.now()
+            intake = Intake(session=session, config=self.config, raw=raw, now=raw.processed_at)
+            for step in self.steps:
+                step(intake)
+                if intake.done:
+                    break
+            return raw.status
+
+    def process_one(self, raw_id: int | None = None) -> str | None:
+        """Process the oldest pending record (or RAW_ID); returns its new status, None if none."""
+        for attempt in (1, 2):
+            claimed: list[int] = []
+            try:
+                return self._run_steps(raw_id, claimed)
+            except Quarantine as exc:
+                return self._quarantine(claimed[0], str(exc))
+            except IntegrityError as exc:
+                # Another process filed the same Message-ID at the same moment: run again,
+                # the record then reads as a duplicate.
+                raw_id = claimed[0] if claimed else raw_id
+                if attempt == 2 and claimed:
+                    return self._quarantine(claimed[0], _reason(exc))
+            except OperationalError:
+                raise  # the store is unreachable: leave the record pending, try later
+            except Exception as exc:  # noqa: BLE001 - any bug in a step must not lose mail
+                if not claimed:
+                    raise
+                log.exception("raw record %s: processing failed", claimed[0])
+                return self._quarantine(claimed[0], _reason(exc))
+        return None
+
+    def _quarantine(self, raw_id: int, reason: str) -> str:
+        with self.store.transaction() as session:
+            session.execute(update(RawMessage).where(RawMessage.id == raw_id,
+                                                     RawMessage.status == "pending")
+                            .values(status="quarantined", reason=reason[:4000],
+                                    processed_at=self.clock.now(),
+                                    attempts=RawMessage.attempts + 1))
+        log.warning("raw record %s quarantined: %s", raw_id, reason)
+        return "quarantined"
+
+    def process_pending(self, limit: int | None = None,
+                        stop: threading.Event | None = None) -> Counter:
+        """Work off the backlog; returns how many records ended in each status."""
+        results: Counter = Counter()
+        while limit is None or sum(results.values()) < limit:
+            if stop is not None and stop.is_set():
+                break
+            status = self.process_one()
+            if status is None:
+                break
+            results[status] += 1
+        return results
+
+
+def _reason(exc: BaseException) -> str:
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    place = f" (at {where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""
+    return f"{type(exc).__name__}: {exc}{place}"

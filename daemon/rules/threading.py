@@ -1,0 +1,63 @@
+"""Find the ticket a mail belongs to: subject tag first, then In-Reply-To/References.
+
+A tag is easy to type or guess, so a tagged mail from someone with no tie to the ticket
+is held for the coordinator; a reference to one of the ticket's Message-IDs proves the
+sender saw the conversation, so it joins them to it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from daemon.parse import ParsedMail
+from daemon.store.models import Message, Ticket
+from daemon.tickets import is_tied
+
+
+@dataclass(frozen=True)
+class ThreadMatch:
+    ticket: Ticket | None
+    via: str | None = None      # "tag", "reference" or None for a new ticket
+    held: bool = False          # tagged, but the sender has no tie to the ticket
+
+
+@lru_cache(maxsize=16)
+def tag_pattern(prefix: str) -> re.Pattern[str]:
+    # Mail clients fold, re-encode and pad subjects: tolerate spaces inside the tag.
+    return re.compile(rf"\[\s*#\s*{re.escape(prefix)}\s*-\s*(\d{{1,12}})\s*\]", re.IGNORECASE)
+
+
+def tagged_number(subject: str, prefix: str) -> str | None:
+    match = tag_pattern(prefix).search(subject or "")
+    return f"{prefix}-{int(match.group(1))}" if match else None
+
+
+def referenced_ticket(session: Session, mail: ParsedMail) -> Ticket | None:
+    """The ticket holding the newest message this mail replies to or references."""
+    ids = list(dict.fromkeys([*mail.in_reply_to, *reversed(mail.references)]))[:100]
+    if not ids:
+        return None
+    rows = session.execute(select(Message.message_id, Message.ticket_id)
+                           .where(Message.message_id.in_(ids))).all()
+    by_id = {message_id: ticket_id for message_id, ticket_id in rows}
+    for message_id in ids:
+        if message_id in by_id:
+            return session.get(Ticket, by_id[message_id])
+    return None
+
+
+def find_thread(session: Session, mail: ParsedMail, prefix: str) -> ThreadMatch:
+    number = tagged_number(mail.subject, prefix)
+    referenced = referenced_ticket(session, mail)
+    if number:
+        ticket = session.scalar(select(Ticket).where(Ticket.number == number))
+        if ticket is not None:
+            trusted = referenced is ticket or is_tied(session, ticket, mail.from_email)
+            return ThreadMatch(ticket, "tag", held=not trusted)
+    if referenced is not None:
+        return ThreadMatch(referenced, "reference")
+    return ThreadMatch(None)

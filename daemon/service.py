@@ -1,0 +1,121 @@
+"""The long-running daemon: IMAP pullers, SMTP receiver, the pipeline and periodic jobs."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from daemon.clock import Clock
+from daemon.config import Config
+from daemon.directory import sync_directory
+from daemon.pipeline import Pipeline
+from daemon.store import Store
+from daemon.store.migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A periodic job: safe to run twice, and in two processes at once."""
+
+    name: str
+    every: timedelta
+    run: Callable[[], object]
+
+
+def prepare_store(config: Config, store: Store) -> None:
+    """Migrate (under a lock) and mirror clients and technicians from configuration."""
+    before, after = upgrade(store)
+    if before != after:
+        log.info("store migrated from %s to %s", before or "empty", after)
+    with store.transaction() as session:
+        sync_directory(session, config)
+
+
+class Daemon:
+    def __init__(self, config: Config, store: Store, clock: Clock):
+        self.config, self.store, self.clock = config, store, clock
+        self.pipeline = Pipeline(config, store, clock)
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.jobs: list[Job] = [Job("process", timedelta(seconds=30), self.process_backlog)]
+        self._threads: list[threading.Thread] = []
+
+    # -- pieces -----------------------------------------------------------------------
+    def pullers(self):
+        from daemon.ingest.imap import ImapPuller
+        return [ImapPuller(self.config, mailbox, self.store, self.clock, on_saved=self.wake.set)
+                for mailbox in self.config.mailboxes if mailbox.pulls_imap]
+
+    def process_backlog(self) -> Counter:
+        results = self.pipeline.process_pending(stop=self.stop)
+        if results:
+            log.info("processed: %s", dict(results))
+        return results
+
+    # -- one pass, for cron and checks -------------------------------------------------
+    def run_once(self) -> dict[str, object]:
+        report: dict[str, object] = {}
+        for puller in self.pullers():
+            report[f"imap {puller.mailbox.address}"] = puller.poll_once()
+        for job in self.jobs:
+            report[job.name] = job.run()
+        return report
+
+    # -- forever -------------------------------------------------------------------------
+    def _processor(self) -> None:
+        while not self.stop.is_set():
+            try:
+                busy = bool(self.process_backlog())
+            except Exception:  # noqa: BLE001 - e.g. the store is down: keep trying
+                log.exception("processing pass failed; retrying")
+                busy = False
+            if not busy:
+                self.wake.wait(timeout=5)
+                self.wake.clear()
+
+    def _start_thread(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _handle_signal(self, signum, _frame) -> None:
+        log.info("signal %s: finishing the message in hand, then exiting", signum)
+        self.stop.set()
+        self.wake.set()
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle_signal)
+        signal.signal(signal.SIGINT, self._handle_signal)
+        receiver = None
+        if self.config.smtp_server.enabled:
+            from daemon.ingest.smtp import start_receiver
+            receiver = start_receiver(self.config, self.store, self.clock, on_saved=self.wake.set)
+            log.info("%s receiver listening on %s:%s", self.config.smtp_server.protocol.upper(),
+                     *self.config.smtp_server.listen)
+        for puller in self.pullers():
+            self._start_thread(f"imap-{puller.mailbox.address}", lambda p=puller: p.run(self.stop))
+        self._start_thread("pipeline", self._processor)
+        scheduler = BackgroundScheduler(timezone="UTC")
+        for job in self.jobs:
+            scheduler.add_job(job.run, "interval", seconds=job.every.total_seconds(), id=job.name,
+                              max_instances=1, coalesce=True)
+        scheduler.start()
+        log.info("helpdesk running (%s store)", self.store.backend)
+        try:
+            while not self.stop.wait(timeout=1):
+                pass
+        finally:
+            scheduler.shutdown(wait=True)
+            if receiver is not None:
+                receiver.stop()
+            for thread in self._threads:
+                thread.join(timeout=30)
+            log.info("helpdesk stopped")

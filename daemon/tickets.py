@@ -1,0 +1,145 @@
+"""Ticket operations inside one transaction: numbers, messages, participants, audit events."""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from daemon.config import Config
+from daemon.parse import ParsedAttachment, ParsedMail
+from daemon.store.models import (Attachment, Blob, Client, Event, Message, Participant,
+                                 RawMessage, Technician, Ticket, TicketCounter)
+
+
+def _insert_ignore(session: Session, model, values: dict) -> None:
+    """INSERT … ON CONFLICT DO NOTHING on either backend (blob and counter rows)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(model).values(**values).on_conflict_do_nothing())
+
+
+def next_number(session: Session, prefix: str) -> str:
+    """The next ticket number for PREFIX; the counter row's lock makes it unique across processes."""
+    _insert_ignore(session, TicketCounter, {"prefix": prefix, "value": 0})
+    value = session.execute(
+        update(TicketCounter).where(TicketCounter.prefix == prefix)
+        .values(value=TicketCounter.value + 1).returning(TicketCounter.value)).scalar_one()
+    return f"{prefix}-{value}"
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def client_for_address(session: Session, address: str) -> Client | None:
+    """The client whose domain (or a parent domain) the address belongs to."""
+    domain = domain_of(address)
+    if not domain:
+        return None
+    for client in session.scalars(select(Client).where(Client.active)):
+        if any(domain == d or domain.endswith("." + d) for d in client.domains):
+            return client
+    return None
+
+
+def technician_for_address(session: Session, address: str) -> Technician | None:
+    return session.scalar(select(Technician).where(Technician.email == address.lower(),
+                                                   Technician.active))
+
+
+def record_event(session: Session, ticket: Ticket, action: str, now: datetime,
+                 actor: str = "system", **detail) -> Event:
+    event = Event(ticket=ticket, at=now, actor=actor, action=action, detail=detail)
+    session.add(event)
+    return event
+
+
+def add_participant(session: Session, ticket: Ticket, email: str, name: str = "",
+                    role: str = "cc") -> bool:
+    """Add EMAIL to the ticket's conversation unless it is there already."""
+    email = email.lower()
+    if not email or any(p.email == email for p in ticket.participants):
+        return False
+    ticket.participants.append(Participant(email=email, name=name, role=role))
+    return True
+
+
+def is_tied(session: Session, ticket: Ticket, address: str) -> bool:
+    """Whether ADDRESS may add to TICKET: requester, on CC, a technician, or the client's domain."""
+    address = address.lower()
+    if address == ticket.requester_email or any(p.email == address for p in ticket.participants):
+        return True
+    if technician_for_address(session, address):
+        return True
+    domain = domain_of(address)
+    return bool(ticket.client and domain and
+                any(domain == d or domain.endswith("." + d) for d in ticket.client.domains))
+
+
+def open_ticket(session: Session, config: Config, mail: ParsedMail, *, channel: str,
+                mailbox: str | None, now: datetime) -> Ticket:
+    client = client_for_address(session, mail.from_email)
+    mailbox_config = config.mailbox(mailbox) if mailbox else None
+    client_config = next((c for c in config.clients if client and c.name == client.name), None)
+    language = ((client_config and client_config.language)
+                or (mailbox_config and mailbox_config.language) or config.language)
+    ticket = Ticket(number=next_number(session, config.ticket_prefix),
+                    subject=mail.subject[:2000], status="new", tier="L1", priority="normal",
+                    client=client, requester_email=mail.from_email, requester_name=mail.from_name,
+                    channel=channel, mailbox=mailbox, language=language, held=False,
+                    message_count=0, created_at=now, updated_at=now)
+    session.add(ticket)
+    add_participant(session, ticket, mail.from_email, mail.from_name, role="requester")
+    for address in mail.cc:
+        if address not in config.own_addresses:
+            add_participant(session, ticket, address)
+    session.flush()
+    record_event(session, ticket, "created", now, actor=mail.from_email or "system",
+                 channel=channel, mailbox=mailbox, client=client.name if client else None)
+    return ticket
+
+
+def _store_blob(session: Session, attachment: ParsedAttachment) -> str:
+    digest = hashlib.sha256(attachment.data).hexdigest()
+    _insert_ignore(session, Blob, {"sha256": digest, "size": len(attachment.data),
+                                   "data": attachment.data})
+    return digest
+
+
+def _attachment_row(session: Session, attachment: ParsedAttachment) -> Attachment:
+    size = getattr(attachment, "size", None) or len(attachment.data)
+    truncated = getattr(attachment, "truncated", False)
+    blob = None if truncated else _store_blob(session, attachment)
+    return Attachment(filename=attachment.filename[:500], content_type=attachment.content_type[:200],
+                      size=size, sha256=blob or "", blob_sha256=blob,
+                      content_id=attachment.content_id, inline=attachment.inline)
+
+
+def append_message(session: Session, ticket: Ticket, mail: ParsedMail, *, kind: str,
+                   direction: str, now: datetime, raw: RawMessage | None = None,
+                   held: bool = False) -> Message:
+    message = Message(
+        ticket=ticket, raw_id=raw.id if raw else None, direction=direction, kind=kind,
+        from_email=mail.from_email, from_name=mail.from_name[:300], to=mail.to, cc=mail.cc,
+        subject=mail.subject, message_id=mail.message_id, in_reply_to=(mail.in_reply_to or [None])[0],
+        references=mail.references, text=mail.text, html=mail.html, held=held,
+        sent_at=mail.date, created_at=now)
+    message.attachments = [_attachment_row(session, a) for a in mail.attachments]
+    session.add(message)
+    ticket.message_count = (ticket.message_count or 0) + 1
+    ticket.updated_at = now
+    if held:
+        ticket.held = True
+    return message
+
+
+def message_by_message_id(session: Session, message_id: str | None) -> Message | None:
+    if not message_id:
+        return None
+    return session.scalar(select(Message).where(Message.message_id == message_id))
+
+
+def count_tickets(session: Session) -> int:
+    return session.scalar(select(func.count(Ticket.id))) or 0

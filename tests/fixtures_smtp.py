@@ -1,0 +1,1 @@
+"""An aiosmtpd sink that catches outgoing mail, and SMTP client helpers."""
