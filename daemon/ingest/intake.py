@@ -35,7 +35,7 @@ def header_message_id(raw: bytes) -> str | None:
     match = _MESSAGE_ID_RE.search(head)
     if not match:
         return None
-    value = re.sub(rb"\s+", b"", match.group(1)).decode("utf-8", "replace")
+    value = re.sub(rb"[\s\x00-\x1f\x7f]+", b"", match.group(1)).decode("utf-8", "replace")
     inner = re.search(r"<([^<>]+)>", value)
     value = (inner.group(1) if inner else value).strip()
     return value[:998] or None
@@ -65,6 +65,7 @@ def save_raw(store: Store, *, channel: str, key: str, raw: bytes, now: datetime,
              mailbox: str | None = None, origin: str = "",
              envelope: dict[str, Any] | None = None) -> Saved:
     """Commit one raw record (its own transaction); idempotent on `key`."""
+    conflict: IntegrityError | None = None
     try:
         with store.transaction() as session:
             record = add_raw(session, channel=channel, key=key, raw=raw, now=now,
@@ -73,8 +74,10 @@ def save_raw(store: Store, *, channel: str, key: str, raw: bytes, now: datetime,
                 log.info("<%s> saved from %s (%s, %d bytes)", record.message_id or "-",
                          channel, origin or mailbox, len(raw))
                 return Saved(record.id, True)
-    except IntegrityError:
-        pass  # another process saved the same key between our check and insert
+    except IntegrityError as exc:
+        conflict = exc  # another process saved the same key between our check and insert
     with store.transaction() as session:
         raw_id = session.scalar(select(RawMessage.id).where(RawMessage.idempotency_key == key[:700]))
+    if raw_id is None:
+        raise conflict or RuntimeError(f"raw record {key} vanished")  # not a duplicate key
     return Saved(raw_id, False)

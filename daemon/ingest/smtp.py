@@ -61,10 +61,19 @@ def _peer_host(session: Session) -> str:
     return str(session.peer[0]) if isinstance(session.peer, tuple) and session.peer else ""
 
 
+def _text(value: str | None) -> str | None:
+    # aiosmtpd keeps undecodable bytes of a command as surrogates; a JSON column (and
+    # PostgreSQL's jsonb most of all) refuses them, which would refuse the message.
+    if value is None:
+        return None
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def envelope_record(session: Session, envelope: Envelope) -> dict[str, Any]:
     """What the SMTP conversation said about the message, kept beside its bytes."""
-    return {"mail_from": envelope.mail_from, "rcpt_tos": list(envelope.rcpt_tos),
-            "peer": _peer_host(session), "helo": session.host_name}
+    return {"mail_from": _text(envelope.mail_from),
+            "rcpt_tos": [_text(address) for address in envelope.rcpt_tos],
+            "peer": _peer_host(session), "helo": _text(session.host_name)}
 
 
 class IntakeHandler:
@@ -244,9 +253,9 @@ def start_receiver(config: Config, store: Store, clock: Clock,
                    on_saved: Callable[[], None] | None = None) -> Receiver:
     """Listen on config.smtp_server.listen in its own thread; the caller checks `enabled`."""
     settings = config.smtp_server
+    sock = listen_socket(*settings.listen)  # first: an address in use fails before threads
     executor = ThreadPoolExecutor(max_workers=SAVE_THREADS, thread_name_prefix="smtp-intake")
     handler = IntakeHandler(config, store, clock, on_saved, executor=executor)
-    sock = listen_socket(*settings.listen)
     controller = _IntakeController(
         handler, sock, IntakeLMTP if settings.protocol == "lmtp" else IntakeSMTP,
         data_size_limit=settings.max_message_size, enable_SMTPUTF8=True, decode_data=False,
