@@ -150,6 +150,22 @@ def cmd_quarantine(args, config) -> int:
     return 0
 
 
+def cmd_outbox(args, config) -> int:
+    from daemon.outbound.listing import list_outbox
+    store = _open_store(config, migrate=False)
+    with store.transaction() as session:
+        rows = list_outbox(session, config.tz, args.status)
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            print(f"{row['id']:>6} {row['status']:<8} {row['attempts']:>3} {row['ticket'] or '-':<12} "
+                  f"{row['kind']:<16} {', '.join(row['to'])[:40]:<40} {row['subject'][:50]}")
+            if row["last_error"]:
+                print(f"{'':>6} {row['last_error']}")
+    return 0
+
+
 def _quarantine_retry(args, config, store: Store) -> int:
     from sqlalchemy import update
 
@@ -213,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("ids", nargs="*", type=int, metavar="ID")
     quarantine.add_argument("--json", action="store_true")
     quarantine.set_defaults(func=cmd_quarantine)
+
+    outbox = commands.add_parser("outbox", help="list outgoing mail and its delivery status")
+    outbox.add_argument("--json", action="store_true")
+    outbox.add_argument("--status", choices=("pending", "sent", "failed"))
+    outbox.set_defaults(func=cmd_outbox)
     return parser
 
 
@@ -220,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     args.clock = Clock(start=args.now)
     try:
         config = config_module.load(args.config)

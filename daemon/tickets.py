@@ -20,6 +20,14 @@ def _insert_ignore(session: Session, model, values: dict) -> None:
     session.execute(dialect.insert(model).values(**values).on_conflict_do_nothing())
 
 
+def _text(value: str | None, limit: int | None = None) -> str | None:
+    """PostgreSQL text cannot hold NUL; mail sometimes does."""
+    if value is None:
+        return None
+    value = value.replace("\x00", "")
+    return value[:limit] if limit else value
+
+
 def next_number(session: Session, prefix: str) -> str:
     """The next ticket number for PREFIX; the counter row's lock makes it unique across processes."""
     _insert_ignore(session, TicketCounter, {"prefix": prefix, "value": 0})
@@ -86,8 +94,9 @@ def open_ticket(session: Session, config: Config, mail: ParsedMail, *, channel: 
     language = ((client_config and client_config.language)
                 or (mailbox_config and mailbox_config.language) or config.language)
     ticket = Ticket(number=next_number(session, config.ticket_prefix),
-                    subject=mail.subject[:2000], status="new", tier="L1", priority="normal",
-                    client=client, requester_email=mail.from_email, requester_name=mail.from_name,
+                    subject=_text(mail.subject, 2000), status="new", tier="L1", priority="normal",
+                    client=client, requester_email=_text(mail.from_email, 320),
+                    requester_name=_text(mail.from_name, 300),
                     channel=channel, mailbox=mailbox, language=language, held=False,
                     message_count=0, created_at=now, updated_at=now)
     session.add(ticket)
@@ -112,7 +121,8 @@ def _attachment_row(session: Session, attachment: ParsedAttachment) -> Attachmen
     size = getattr(attachment, "size", None) or len(attachment.data)
     truncated = getattr(attachment, "truncated", False)
     blob = None if truncated else _store_blob(session, attachment)
-    return Attachment(filename=attachment.filename[:500], content_type=attachment.content_type[:200],
+    return Attachment(filename=_text(attachment.filename, 500),
+                      content_type=_text(attachment.content_type, 200),
                       size=size, sha256=blob or "", blob_sha256=blob,
                       content_id=attachment.content_id, inline=attachment.inline)
 
@@ -120,13 +130,17 @@ def _attachment_row(session: Session, attachment: ParsedAttachment) -> Attachmen
 def append_message(session: Session, ticket: Ticket, mail: ParsedMail, *, kind: str,
                    direction: str, now: datetime, raw: RawMessage | None = None,
                    held: bool = False) -> Message:
+    attachments = [_attachment_row(session, a) for a in mail.attachments]  # flushes blobs
     message = Message(
         ticket=ticket, raw_id=raw.id if raw else None, direction=direction, kind=kind,
-        from_email=mail.from_email, from_name=mail.from_name[:300], to=mail.to, cc=mail.cc,
-        subject=mail.subject, message_id=mail.message_id, in_reply_to=(mail.in_reply_to or [None])[0],
-        references=mail.references, text=mail.text, html=mail.html, held=held,
+        from_email=_text(mail.from_email, 320), from_name=_text(mail.from_name, 300),
+        to=[_text(a, 320) for a in mail.to], cc=[_text(a, 320) for a in mail.cc],
+        subject=_text(mail.subject), message_id=_text(mail.message_id, 998),
+        in_reply_to=_text((mail.in_reply_to or [None])[0], 998),
+        references=[_text(r, 998) for r in mail.references[-50:]],
+        text=_text(mail.text), html=_text(mail.html), held=held,
         sent_at=mail.date, created_at=now)
-    message.attachments = [_attachment_row(session, a) for a in mail.attachments]
+    message.attachments = attachments
     session.add(message)
     ticket.message_count = (ticket.message_count or 0) + 1
     ticket.updated_at = now

@@ -155,3 +155,52 @@ def corpus_dir() -> Path:
     if not CORPUS.is_dir():  # the corpus lives beside the project, never inside it
         pytest.skip(f"mail corpus not found at {CORPUS}")
     return CORPUS
+
+
+class Desk:
+    """A configured, migrated helpdesk store for pipeline-level tests."""
+
+    def __init__(self, config, store):
+        self.config, self.store = config, store
+
+    def deliver(self, raw: bytes, **kwargs):
+        from tests.mailfactory import deliver
+        return deliver(self.store, self.config, raw, **kwargs)
+
+    def tickets(self) -> list[dict]:
+        from sqlalchemy import select
+
+        from daemon.store.models import Ticket
+        from daemon.views import ticket_detail
+        with self.store.transaction() as session:
+            return [ticket_detail(t, self.config.tz)
+                    for t in session.scalars(select(Ticket).order_by(Ticket.id)).unique()]
+
+    def raw_records(self) -> list:
+        from sqlalchemy import select
+
+        from daemon.store.models import RawMessage
+        with self.store.transaction() as session:
+            return list(session.scalars(select(RawMessage).order_by(RawMessage.id)))
+
+
+@pytest.fixture
+def desk(config, store) -> Desk:
+    from daemon.directory import sync_directory
+    with store.transaction() as session:
+        sync_directory(session, config)
+    return Desk(config, store)
+
+
+@pytest.fixture
+def config_file(tmp_path, db_url):
+    """config_file(**sections) -> path of a TOML file for the `helpdesk` command."""
+    from tests.tomlwrite import write_config
+
+    def build(**sections) -> Path:
+        doc = merge(BASE_CONFIG, sections)
+        doc["helpdesk"] = {**doc["helpdesk"], "database_url": db_url,
+                           "data_dir": str(tmp_path / "data")}
+        return write_config(tmp_path / "helpdesk.toml", doc)
+
+    return build
