@@ -190,12 +190,19 @@ def _quarantine_retry(args, config, store: Store) -> int:
     return 1 if failed else 0
 
 
+def _instant(text: str):
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # -- parser -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="helpdesk", description=__doc__)
     parser.add_argument("--config", help="TOML configuration (default: $HELPDESK_CONFIG, "
                                          "else built-in embedded defaults)")
-    parser.add_argument("--now", type=parse_instant, metavar="ISO8601",
+    parser.add_argument("--now", type=_instant, metavar="ISO8601",
                         help="treat this instant as the present, e.g. 2026-03-30T09:00:00+02:00")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
