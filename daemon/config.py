@@ -97,6 +97,13 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class TicketPolicy:
+    reopen_days: int = 14              # a customer reply reopens a resolved ticket this long
+    attach_max_bytes: int = 5 * 1024 * 1024  # larger customer files reach technicians as links
+    coordinator_digest: timedelta | None = None  # None: one notice per new ticket
+
+
+@dataclass(frozen=True)
 class Config:
     database_url: str = "sqlite:///var/helpdesk.db"
     ticket_prefix: str = "JAN"
@@ -106,6 +113,7 @@ class Config:
     data_dir: Path = Path("var")
     smtp_server: SmtpServer = field(default_factory=SmtpServer)
     limits: Limits = field(default_factory=Limits)
+    tickets: TicketPolicy = field(default_factory=TicketPolicy)
     mailboxes: tuple[Mailbox, ...] = ()
     clients: tuple[Client, ...] = ()
     technicians: tuple[Technician, ...] = ()
@@ -129,10 +137,20 @@ class Config:
     def own_addresses(self) -> frozenset[str]:
         return frozenset(m.address.lower() for m in self.mailboxes)
 
+    def mailbox_or_default(self, address: str | None) -> Mailbox:
+        return (self.mailbox(address) if address else None) or self.mailboxes[0]
+
+    @property
+    def coordinators(self) -> tuple[Technician, ...]:
+        return tuple(t for t in self.technicians if t.role == "coordinator")
+
 
 DEFAULT_MAILBOX = Mailbox(address="sklep@jantar.pl")
 KNOWN_LATER_SECTIONS = ("outbound", "web", "calendars", "contracts", "rules", "sla",
-                        "pbx_sources", "calls", "form", "notifications")
+                        "pbx_sources", "calls", "form")
+# Components that parse a later section themselves, as "module:function(config, env) ->
+# list of problems". Named, not imported: those modules import this one.
+LATE_VALIDATORS = ("daemon.outbound.config:outbound_problems",)
 
 
 class _Reader:
@@ -325,12 +343,27 @@ def _limits(doc: dict, problems: list[str]) -> Limits:
     return limits
 
 
+def _ticket_policy(doc: dict, problems: list[str]) -> TicketPolicy:
+    tickets = _Reader(doc.get("tickets", {}), "tickets", problems)
+    notifications = _Reader(doc.get("notifications", {}), "notifications", problems)
+    digest = notifications.convert("coordinator_digest", lambda v: parse_duration(v) if v else None,
+                                   None)
+    policy = TicketPolicy(
+        reopen_days=tickets.get("reopen_days", int, TicketPolicy.reopen_days),
+        attach_max_bytes=notifications.get("attach_max_bytes", int, TicketPolicy.attach_max_bytes),
+        coordinator_digest=digest,
+    )
+    tickets.finish()
+    notifications.finish()
+    return policy
+
+
 def from_dict(doc: dict, *, env: dict[str, str] | None = None, source: Path | None = None) -> Config:
     """Build a Config from a parsed TOML document; raises ConfigError with every problem."""
     env = dict(os.environ if env is None else env)
     problems: list[str] = []
-    for name in sorted(set(doc) - {"helpdesk", "smtp_server", "limits", "mailboxes", "clients",
-                                    "technicians", *KNOWN_LATER_SECTIONS}):
+    for name in sorted(set(doc) - {"helpdesk", "smtp_server", "limits", "tickets", "notifications", "mailboxes",
+                                    "clients", "technicians", *KNOWN_LATER_SECTIONS}):
         problems.append(f"{name}: unknown section")
     mailboxes = [m for where, t in _tables(doc, "mailboxes", problems)
                  if (m := _mailbox(t, where, problems, env))]
@@ -343,15 +376,27 @@ def from_dict(doc: dict, *, env: dict[str, str] | None = None, source: Path | No
         **_helpdesk(doc, problems, env),
         smtp_server=_smtp_server(doc, problems),
         limits=_limits(doc, problems),
+        tickets=_ticket_policy(doc, problems),
         mailboxes=tuple(mailboxes) or (DEFAULT_MAILBOX,),
         clients=tuple(clients),
         technicians=tuple(technicians),
         source=source,
         extra={k: doc[k] for k in KNOWN_LATER_SECTIONS if k in doc},
     )
+    problems += _late_problems(config, env)
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _late_problems(config: Config, env: dict[str, str]) -> list[str]:
+    """Problems in the sections other components parse (see LATE_VALIDATORS)."""
+    import importlib
+    problems: list[str] = []
+    for name in LATE_VALIDATORS:
+        module, _, function = name.partition(":")
+        problems += getattr(importlib.import_module(module), function)(config, env)
+    return problems
 
 
 def load(path: str | os.PathLike | None = None, *, env: dict[str, str] | None = None) -> Config:

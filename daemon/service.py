@@ -45,7 +45,9 @@ class Daemon:
         self.pipeline = Pipeline(config, store, clock)
         self.stop = threading.Event()
         self.wake = threading.Event()
-        self.jobs: list[Job] = [Job("process", timedelta(seconds=30), self.process_backlog)]
+        # "send" after "process", so that a run --once also sends what processing queued.
+        self.jobs: list[Job] = [Job("process", timedelta(seconds=30), self.process_backlog),
+                                Job("send", timedelta(seconds=10), self.send_outbox)]
         self._threads: list[threading.Thread] = []
 
     # -- pieces -----------------------------------------------------------------------
@@ -58,6 +60,13 @@ class Daemon:
         results = self.pipeline.process_pending(stop=self.stop)
         if results:
             log.info("processed: %s", dict(results))
+        return results
+
+    def send_outbox(self) -> Counter:
+        from daemon.outbound.sender import send_pending
+        results = send_pending(self.config, self.store, self.clock)
+        if results:
+            log.info("outbox: %s", dict(results))
         return results
 
     # -- one pass, for cron and checks -------------------------------------------------

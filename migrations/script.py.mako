@@ -19,4 +19,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    ${downgrades if downgrades else "downgrade is not supported: restore a backup"}
+    raise NotImplementedError("downgrade is not supported: restore a backup")

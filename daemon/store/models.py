@@ -118,6 +118,8 @@ class Ticket(Base):
     created_at: Mapped[datetime] = mapped_column(index=True)
     updated_at: Mapped[datetime]
     linked_ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    first_responded_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
 
     client: Mapped[Client | None] = relationship(lazy="joined")
     assignee: Mapped[Technician | None] = relationship(lazy="joined")
@@ -217,3 +219,39 @@ class MailboxCursor(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_until: Mapped[datetime | None]
     __table_args__ = (UniqueConstraint("mailbox", "folder"),)
+
+
+class OutboxMail(Base):
+    """A mail to send, written in the same transaction as the ticket change that caused it.
+
+    `raw` holds the complete rendered message, so every attempt sends identical bytes
+    with the same Message-ID.
+    """
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    # ack, form_invite, coordinator_new, assigned, relay, forward, command_error, resolved, ...
+    kind: Mapped[str] = mapped_column(String(32))
+    mail_from: Mapped[str] = mapped_column(String(320))        # envelope sender
+    recipients: Mapped[list[str]] = mapped_column(default=list)  # envelope recipients
+    subject: Mapped[str] = mapped_column(Text, default="")
+    message_id: Mapped[str] = mapped_column(String(998), unique=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, sent, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    __table_args__ = (Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),)
+
+
+class AutoReplyLog(Base):
+    """Automatic mails sent per address, for the per-hour limit that stops mail loops."""
+
+    __tablename__ = "auto_reply_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320))
+    sent_at: Mapped[datetime]
+    __table_args__ = (Index("ix_auto_reply_log_address_sent_at", "address", "sent_at"),)

@@ -1,0 +1,250 @@
+"""Queue outgoing mail in the caller's transaction: build the message, store it, record it.
+
+Callers (the conversation steps of the pipeline, the web) rely on exactly the signature
+of `enqueue`; the sender job (daemon.outbound.sender) delivers what it queues.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, quote
+
+import nh3
+from sqlalchemy.orm import Session
+
+from daemon.config import Config
+from daemon.outbound.config import outbound_config
+from daemon.parse import ParsedAttachment, ParsedMail
+from daemon.rules.classify import LOOP_HEADER
+from daemon.store.models import OutboxMail, Ticket
+from daemon.tickets import append_message
+
+LINE_BREAKS_RE = re.compile(r"[\r\n\x00]+")
+# local@domain without spaces or the characters that separate or quote addresses.
+ADDRESS_RE = re.compile(r'[^\s@<>,;:"()\[\]\\]+@[^\s@<>,;:"()\[\]\\]+\.[^\s@<>,;:"()\[\]\\]+')
+# Long threads: keep the first (the thread's root) and the latest references (RFC 5322 3.6.4).
+MAX_REFERENCES = 20
+
+
+@dataclass(frozen=True)
+class OutgoingAttachment:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+def enqueue(session: Session, config: Config, *, kind: str, now: datetime,
+            to: list[str], subject: str, text: str, html: str | None = None,
+            ticket: Ticket | None = None, cc: list[str] = (), reply_to: str | None = None,
+            from_address: str | None = None, from_name: str | None = None,
+            in_reply_to: str | None = None, references: list[str] = (),
+            auto_submitted: str | None = None,
+            attachments: list[OutgoingAttachment] = (),
+            message_kind: str = "system", record_on_ticket: bool = True) -> OutboxMail:
+    """Build and queue one mail; returns the pending OutboxMail row (flushed, with its id).
+
+    - From: `from_name <from_address>`; from_address defaults to the ticket's mailbox,
+      else the first configured mailbox. The envelope sender is the same address.
+    - Subject: when `ticket` is given, its tag `[#JAN-12]` is put in front unless present.
+    - Message-ID: new, unguessable (random token) at the from_address's domain; stored
+      on the OutboxMail and (when record_on_ticket) on a Message(direction="out",
+      kind=message_kind) appended to the ticket, so replies to it thread.
+    - In-Reply-To / References as given (References ends with in_reply_to).
+    - Always our loop header (daemon.rules.classify.LOOP_HEADER); Auto-Submitted when
+      `auto_submitted` is given ("auto-replied" for acknowledgements, "auto-generated"
+      for notifications); Date from `now`.
+    - Header values never contain CR or LF, whatever the caller passes (injection).
+    - text is the text/plain part; html, when given, makes multipart/alternative;
+      attachments make multipart/mixed.
+
+    Message-IDs are stored and compared without angle brackets, as daemon.parse gives
+    them; in_reply_to and references may be passed with or without. An address that
+    is not one (after CR/LF removal) raises ValueError rather than being sent.
+    """
+    outbound = outbound_config(config)
+    sender = one_line(from_address or (ticket.mailbox if ticket else None)
+                      or config.mailboxes[0].address)
+    name = one_line(outbound.from_name if from_name is None else from_name)
+    subject = tagged_subject(one_line(subject), ticket)
+    message_id = new_message_id(sender)
+    parent = bare_id(in_reply_to) if in_reply_to else None
+    thread = thread_references(references, parent)
+    mail = _headers(sender=sender, name=name, to=to, cc=cc, reply_to=reply_to, subject=subject,
+                    message_id=message_id, parent=parent, thread=thread, now=now, config=config)
+    if auto_submitted:
+        mail["Auto-Submitted"] = one_line(auto_submitted)
+        # Outlook/Exchange: do not answer our automatic mail with an out-of-office.
+        mail["X-Auto-Response-Suppress"] = "All"
+    _body(mail, text, html, attachments)
+    row = OutboxMail(kind=kind, mail_from=sender, recipients=envelope_recipients(to, cc),
+                     subject=subject, message_id=message_id, raw=mail.as_bytes(),
+                     status="pending", attempts=0, next_attempt_at=now, created_at=now)
+    if ticket is not None:
+        if ticket.id is None:
+            session.flush()
+        row.ticket_id = ticket.id
+        if record_on_ticket:
+            _record_on_ticket(session, ticket, mail, kind=message_kind, now=now, text=text,
+                              html=html, attachments=attachments)
+    session.add(row)
+    session.flush()
+    return row
+
+
+# -- header values ----------------------------------------------------------------------------
+def one_line(value: str | None) -> str:
+    """A header value that cannot start another header: CR, LF and NUL become a space."""
+    return LINE_BREAKS_RE.sub(" ", value or "").strip()
+
+
+def bare_id(message_id: str) -> str:
+    return one_line(message_id).strip().strip("<>").strip()
+
+
+def tagged_subject(subject: str, ticket: Ticket | None) -> str:
+    if ticket is None:
+        return subject
+    tag = f"[#{ticket.number}]"
+    if tag.lower() in subject.lower():
+        return subject
+    return f"{tag} {subject}".strip()
+
+
+def new_message_id(sender: str) -> str:
+    """An unguessable Message-ID at the sender's domain, without angle brackets."""
+    domain = sender.rpartition("@")[2] or "localhost"
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        domain = "localhost"
+    # Unguessable (128 random bits), so a Message-ID quoted in a reply proves its writer
+    # got our mail. Not email.utils.make_msgid: its time, pid and `random` parts make
+    # the header longer than a line, and a folded Message-ID trips up some readers.
+    return f"{secrets.token_hex(16)}@{domain}"
+
+
+def thread_references(references, parent: str | None) -> list[str]:
+    """References as given, without repeats, ending with the mail we answer."""
+    thread: list[str] = []
+    for reference in [*references, *([parent] if parent else [])]:
+        reference = bare_id(reference)
+        if reference and reference not in thread:
+            thread.append(reference)
+    if parent and thread[-1] != parent:
+        thread.remove(parent)
+        thread.append(parent)
+    if len(thread) > MAX_REFERENCES:
+        thread = [thread[0], *thread[-(MAX_REFERENCES - 1):]]
+    return thread
+
+
+def envelope_recipients(to, cc) -> list[str]:
+    recipients: list[str] = []
+    for address in [*to, *cc]:
+        address = one_line(address)
+        if address and address.lower() not in (r.lower() for r in recipients):
+            recipients.append(address)
+    return recipients
+
+
+def _address(addr_spec: str, name: str = "") -> str:
+    """One mailbox for an address header, quoted as needed; ValueError if it is none."""
+    address, name = one_line(addr_spec), one_line(name)
+    if not ADDRESS_RE.fullmatch(address):
+        raise ValueError(f"not an email address: {addr_spec!r}")
+    if not address.isascii():
+        # Address() refuses a non-ASCII local part under any policy; the SMTPUTF8
+        # policy takes it as header text.
+        return f'"{quote(name)}" <{address}>' if name else address
+    try:
+        return str(Address(display_name=name, addr_spec=address))
+    except (ValueError, IndexError) as exc:
+        raise ValueError(f"not an email address: {addr_spec!r} ({exc})") from None
+
+
+# -- the message -------------------------------------------------------------------------------
+def _mail_policy(addresses: list[str]) -> policy.EmailPolicy:
+    # RFC 2047 encodes non-ASCII names and subjects; only a non-ASCII address needs
+    # raw UTF-8 headers, and with them SMTPUTF8 at the relay.
+    if all(address.isascii() for address in addresses):
+        return policy.SMTP
+    return policy.SMTPUTF8
+
+
+def _headers(*, sender: str, name: str, to, cc, reply_to: str | None, subject: str,
+             message_id: str, parent: str | None, thread: list[str], now: datetime,
+             config: Config) -> EmailMessage:
+    if not to:
+        raise ValueError("a mail needs at least one recipient")
+    mail = EmailMessage(policy=_mail_policy([sender, *to, *cc, reply_to or ""]))
+    mail["From"] = _address(sender, name)
+    mail["To"] = ", ".join(_address(a) for a in to)
+    if cc:
+        mail["Cc"] = ", ".join(_address(a) for a in cc)
+    if reply_to:
+        mail["Reply-To"] = _address(reply_to)
+    mail["Subject"] = subject
+    mail["Date"] = format_datetime(now.astimezone(config.tz))
+    mail["Message-ID"] = f"<{message_id}>"
+    if parent:
+        mail["In-Reply-To"] = f"<{parent}>"
+    if thread:
+        mail["References"] = " ".join(f"<{r}>" for r in thread)
+    mail[LOOP_HEADER] = sender
+    return mail
+
+
+def _body(mail: EmailMessage, text: str, html: str | None,
+          attachments) -> None:
+    # Quoted-printable keeps the body 7-bit, so any relay takes it; Polish text stays
+    # mostly readable in the raw source.
+    mail.set_content(_body_text(text), subtype="plain", charset="utf-8", cte="quoted-printable")
+    if html is not None:
+        mail.add_alternative(_body_text(html), subtype="html", charset="utf-8",
+                             cte="quoted-printable")
+    for attachment in attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        mail.add_attachment(attachment.data, maintype=one_line(maintype) or "application",
+                            subtype=one_line(subtype) or "octet-stream",
+                            filename=one_line(attachment.filename) or "attachment")
+
+
+def _body_text(text: str) -> str:
+    text = (text or "").replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
+    return text if text.endswith("\n") else text + "\n"
+
+
+# -- the ticket's copy ------------------------------------------------------------------------
+def _record_on_ticket(session: Session, ticket: Ticket, mail: EmailMessage, *, kind: str,
+                      now: datetime, text: str, html: str | None, attachments) -> None:
+    """Append the mail to the ticket's conversation, as a parsed incoming mail would be."""
+    sender = mail["From"].addresses[0]
+    parsed = ParsedMail(
+        subject=str(mail["Subject"]), from_email=sender.addr_spec.lower(),
+        from_name=sender.display_name,
+        to=_addresses(mail, "To"), cc=_addresses(mail, "Cc"),
+        reply_to=_addresses(mail, "Reply-To"),
+        message_id=bare_id(mail["Message-ID"]),
+        in_reply_to=[bare_id(mail["In-Reply-To"])] if mail["In-Reply-To"] else [],
+        references=[bare_id(r) for r in str(mail["References"] or "").split()],
+        date=now, text=_body_text(text),
+        # Our own templates, but they may quote what a customer wrote.
+        html=nh3.clean(html) if html is not None else None,
+        attachments=[ParsedAttachment(filename=a.filename, content_type=a.content_type,
+                                      data=a.data) for a in attachments],
+    )
+    # append_message adds the Message to the session only after storing attachment
+    # blobs; an autoflush in between would warn about the half-attached Message.
+    with session.no_autoflush:
+        append_message(session, ticket, parsed, kind=kind, direction="out", now=now)
+
+
+def _addresses(mail: EmailMessage, name: str) -> list[str]:
+    header = mail[name]
+    return [a.addr_spec.lower() for a in header.addresses] if header else []
+

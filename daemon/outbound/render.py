@@ -1,0 +1,97 @@
+"""Render a mail's subject, text and HTML from the jinja2 templates in templates/email/<lang>/.
+
+A mail NAME is three files in a language folder: `NAME.subject.txt`, `NAME.txt` and,
+optionally, `NAME.html` (which extends that folder's `_layout.html`). Only .html is
+autoescaped; a variable the caller did not pass is an error, never an empty string.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from daemon.config import Config
+from daemon.outbound.config import outbound_config
+
+LANGUAGE_RE = re.compile(r"[a-z]{2}")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_]*")
+
+
+class TemplateMissing(LookupError):
+    """No NAME.txt / NAME.subject.txt in the requested language nor the default one."""
+
+
+@dataclass(frozen=True)
+class RenderedMail:
+    subject: str
+    text: str
+    html: str | None
+
+
+def builtin_templates() -> Path:
+    """templates/email from the installed (or editable) project.
+
+    Not importlib.resources.files("templates"): on Python 3.11 it fails for a namespace
+    package whose __path__ holds an editable install's path hook.
+    """
+    import templates
+    for entry in templates.__path__:
+        candidate = Path(entry) / "email"
+        if candidate.is_dir():
+            return candidate
+    fallback = Path(__file__).resolve().parents[2] / "templates" / "email"
+    if fallback.is_dir():
+        return fallback
+    raise TemplateMissing(f"templates/email not found in {list(templates.__path__)}")
+
+
+def render_mail(config: Config, name: str, language: str | None, **context) -> RenderedMail:
+    """Render mail NAME in LANGUAGE, else in the configured default language.
+
+    The context always has `web_url` and `ticket_prefix` from the configuration
+    (a caller's value wins). Raises TemplateMissing, or jinja2.UndefinedError for a
+    variable the template uses but the caller did not pass.
+    """
+    roots = _roots(config)
+    chosen = _language_with(roots, name, language, config.language)
+    environment = _environment(roots, chosen)
+    context = {"web_url": config.web_url, "ticket_prefix": config.ticket_prefix,
+               "language": chosen, **context}
+    subject = environment.get_template(f"{name}.subject.txt").render(context)
+    text = environment.get_template(f"{name}.txt").render(context)
+    html = None
+    if any((root / chosen / f"{name}.html").is_file() for root in roots):
+        html = environment.get_template(f"{name}.html").render(context)
+    return RenderedMail(subject=" ".join(subject.split()), text=text, html=html)
+
+
+def _roots(config: Config) -> list[Path]:
+    """The operator's templates_dir first (overrides file by file), then the built-in ones."""
+    override = outbound_config(config).templates_dir
+    return [*([override] if override else []), builtin_templates()]
+
+
+def _language_with(roots: list[Path], name: str, wanted: str | None, default: str) -> str:
+    if not NAME_RE.fullmatch(name):
+        raise TemplateMissing(f"not a mail template name: {name!r}")
+    # A language comes from ticket data; it must not become a path like "../..".
+    wanted = wanted.lower() if wanted and LANGUAGE_RE.fullmatch(wanted.lower()) else default
+    for language in dict.fromkeys([wanted, default]):
+        if all(any((root / language / f"{name}{suffix}").is_file() for root in roots)
+               for suffix in (".subject.txt", ".txt")):
+            return language
+    raise TemplateMissing(f"no mail template {name!r} in {wanted!r} "
+                          f"nor {default!r} under {', '.join(map(str, roots))}")
+
+
+def _environment(roots: list[Path], language: str) -> jinja2.Environment:
+    # One folder per language, so `{% extends "_layout.html" %}` finds the same language.
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader([root / language for root in roots]),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",),
+                                            default_for_string=False, default=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+    )
