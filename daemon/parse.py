@@ -1,11 +1,42 @@
 """Turn raw mail bytes into a ParsedMail: decoded headers, text, safe HTML, attachments.
 
-(Interface defined first; the implementation lives below.)
+The MIME tree comes from the stdlib feed parser, bounded in depth; mail-parser reads the
+address lists (its structural recovery skips garbage instead of inventing mailboxes), the
+Date header and mangled base64. Building a full mail-parser object is avoided on purpose:
+it cannot bound nesting, decodes 8-bit headers by dropping the bytes it cannot read (the
+Polish letters), and its eager pass over every header, Received line and attachment costs
+several times the parse itself, on every mail.
+
+Everything a Polish mailbox receives is decoded here — utf-8, iso-8859-2, windows-1250,
+undeclared 8-bit headers, RFC 2047 and RFC 2231 — so later steps only ever see str.
 """
 from __future__ import annotations
 
+import binascii
+import codecs
+import html
+import mimetypes
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
+from email import utils as email_utils
+from email.feedparser import BytesFeedParser
+from email.message import Message
+from email.policy import compat32
+from functools import lru_cache
+
+import nh3
+from mailparser.dates import parse_mail_date
+from mailparser.utils import decode_base64_payload, get_addresses
+
+MAX_MIME_DEPTH = 50               # nesting deeper than this is an attack, not a mail
+MAX_MIME_PARTS = 1000             # parts read per mail; the rest are ignored with a defect
+MAX_HEADER_CHARS = 64 * 1024      # a header value is decoded up to this length
+MAX_MESSAGE_IDS = 500             # References kept per mail: the root and the newest ones
+MAX_DEFECTS = 100
+MAX_FILENAME_CHARS = 200
 
 
 class UnparseableMail(Exception):
@@ -19,6 +50,8 @@ class ParsedAttachment:
     data: bytes
     content_id: str | None = None
     inline: bool = False
+    size: int = 0            # true decoded size, also when data was dropped
+    truncated: bool = False  # over attachment_max_bytes: data is b"", size still true
 
 
 @dataclass
@@ -38,3 +71,779 @@ class ParsedMail:
     attachments: list[ParsedAttachment] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)  # lower-cased name -> decoded first value
     defects: list[str] = field(default_factory=list)
+
+
+def parse_mail(raw: bytes, *, attachment_max_bytes: int | None = None) -> ParsedMail:
+    """Read one raw mail best-effort; raise UnparseableMail only when it is not a mail at all."""
+    try:
+        return _parse(bytes(raw), attachment_max_bytes)
+    except UnparseableMail:
+        raise
+    except Exception as exc:  # hostile bytes must end in quarantine, never crash the pipeline
+        raise UnparseableMail(f"parser failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _parse(raw: bytes, attachment_max_bytes: int | None) -> ParsedMail:
+    if not raw or raw.isspace():
+        raise UnparseableMail("empty input")
+    message, depth_exceeded = _read_message(_repaired(raw))
+    if not any(name.strip() for name in message.keys()):
+        raise UnparseableMail("no header lines: not a mail message")
+    defects: list[str] = []
+    if depth_exceeded:
+        _note(defects, f"MIME nesting deeper than {MAX_MIME_DEPTH} levels: deeper parts ignored")
+    parts = _walk_parts(message, defects)
+    hints = _CharsetHints([part for part, _depth in parts])
+    raw_headers = _raw_headers(message, hints)
+    headers = {name: _clean(_decode_words(values[0], hints)).strip()
+               for name, values in raw_headers.items()}
+    body = _read_body(parts, hints, defects, attachment_max_bytes)
+    return _assemble(raw_headers, headers, body, hints, defects)
+
+
+def _assemble(raw_headers: dict[str, list[str]], headers: dict[str, str], body: _Body,
+              hints: _CharsetHints, defects: list[str]) -> ParsedMail:
+    senders = _mailboxes(raw_headers.get("from", [])[:1], "from", hints, defects)
+    from_name, from_email = senders[0] if senders else ("", "")
+    return ParsedMail(
+        subject=_one_line(headers.get("subject", "")),
+        from_email=from_email,
+        from_name=from_name,
+        to=_addresses(raw_headers.get("to", []), "to", hints, defects),
+        cc=_addresses(raw_headers.get("cc", []), "cc", hints, defects),
+        reply_to=_addresses(raw_headers.get("reply-to", [])[:1], "reply-to", hints, defects),
+        message_id=next(iter(_message_ids(headers.get("message-id", ""))), None),
+        in_reply_to=_message_ids(headers.get("in-reply-to", "")),
+        references=_message_ids(headers.get("references", "")),
+        date=_parse_date(headers.get("date"), defects),
+        text=body.text(),
+        html=body.html(),
+        attachments=body.attachments,
+        headers=headers,
+        defects=defects,
+    )
+
+
+# --- reading the MIME tree ------------------------------------------------------------
+
+
+class _BoundedFeedParser(BytesFeedParser):
+    """The stdlib feed parser, except parts nested past max_depth keep their body unread.
+
+    The stdlib recurses once per nesting level, so a crafted mail ends in RecursionError;
+    here a too-deep part is read in headers-only mode: its body stays one opaque string.
+    """
+
+    def __init__(self, max_depth: int) -> None:
+        self._max_depth = max_depth
+        self._depth = 0
+        self.depth_exceeded = False
+        super().__init__(policy=compat32)
+
+    def _parsegen(self):
+        self._depth += 1
+        too_deep = self._depth > self._max_depth
+        if too_deep:
+            self._headersonly = True
+            self.depth_exceeded = True
+        try:
+            yield from super()._parsegen()
+        finally:
+            self._depth -= 1
+            if too_deep:
+                self._headersonly = False
+
+
+_BYTE_ORDER_MARK = b"\xef\xbb\xbf"
+_SMTP_ENVELOPE = re.compile(rb"(?:HELO|EHLO|LHLO|MAIL FROM:)[^\n]*\n(?:.*\n)*?DATA\r?\n",
+                            re.IGNORECASE)
+_HEADER_BLOCK_END = re.compile(rb"\r?\n\r?\n|\r\r")
+_SPACE_BEFORE_COLON = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
+
+
+def _repaired(raw: bytes) -> bytes:
+    """Undo what stops the stdlib from seeing any header: a byte order mark, leading blank
+    lines, a batch-SMTP envelope, obsolete "Name :" header syntax (RFC 5322, 4.5)."""
+    raw = raw.removeprefix(_BYTE_ORDER_MARK).lstrip(b"\r\n")
+    envelope = _SMTP_ENVELOPE.match(raw)
+    if envelope:
+        raw = raw[envelope.end():]
+    block_end = _HEADER_BLOCK_END.search(raw)
+    head = raw[:block_end.start()] if block_end else raw
+    if _SPACE_BEFORE_COLON.search(head):
+        raw = _SPACE_BEFORE_COLON.sub(rb"\1:", head) + raw[len(head):]
+    return raw
+
+
+def _read_message(raw: bytes) -> tuple[Message, bool]:
+    parser = _BoundedFeedParser(MAX_MIME_DEPTH)
+    parser.feed(raw)
+    return parser.close(), parser.depth_exceeded
+
+
+def _walk_parts(message: Message, defects: list[str]) -> list[tuple[Message, int]]:
+    """Every part that is not a multipart container, in reading order, with its depth."""
+    leaves: list[tuple[Message, int]] = []
+    stack = [(message, 1)]
+    seen = 0
+    while stack:
+        part, depth = stack.pop()
+        seen += 1
+        if seen > MAX_MIME_PARTS:
+            _note(defects, f"more than {MAX_MIME_PARTS} MIME parts: the rest ignored")
+            break
+        for defect in part.defects:
+            _note(defects, _describe_defect(defect))
+        payload = part._payload  # get_payload() would decode 8-bit text lossily
+        if part.get_content_maintype() == "multipart" and isinstance(payload, list):
+            stack.extend((child, depth + 1) for child in reversed(payload))
+        else:
+            leaves.append((part, depth))
+    return leaves
+
+
+def _describe_defect(defect: Exception) -> str:
+    detail = str(defect)
+    name = type(defect).__name__
+    return f"{name}: {detail[:200]}" if detail else name
+
+
+def _note(defects: list[str], text: str) -> None:
+    if len(defects) < MAX_DEFECTS and text not in defects:
+        defects.append(text)
+
+
+# --- charsets ------------------------------------------------------------------------
+
+
+# Labels seen in real mail that Python does not know, or knows as something narrower.
+_CHARSET_ALIASES: dict[str, str | None] = {
+    "unknown-8bit": None, "x-unknown": None, "unknown": None, "x-user-defined": None,
+    "default": None, "iso-8859-8-i": "iso8859-8", "iso-8859-6-i": "iso8859-6",
+    "x-mac-cyrillic": "mac-cyrillic", "x-mac-roman": "mac-roman", "x-sjis": "cp932",
+    "x-euc-jp": "euc_jp", "x-gbk": "gb18030", "unicode-1-1-utf-7": "utf-7",
+}
+# What mail clients really mean by these labels (the WHATWG encoding table agrees).
+_CODEC_SUPERSETS = {
+    "iso8859-1": "cp1252", "gb2312": "gb18030", "gbk": "gb18030", "euc_kr": "cp949",
+    "shift_jis": "cp932", "tis-620": "cp874",
+}
+# Text codecs that are not character sets: they would execute escapes or always fail.
+_NOT_CHARSETS = {"undefined", "unicode-escape", "raw-unicode-escape", "punycode", "idna",
+                 "mbcs", "oem", "charmap"}
+# A declared charset in this family says little about undeclared 8-bit header bytes.
+_WESTERN_CODECS = {"cp1252", "iso8859-15", "ascii"}
+_POLISH_LETTERS = frozenset("ąćęłńóśźżĄĆĘŁŃÓŚŹŻ")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_C1_CONTROLS = re.compile(r"[\x80-\x9f]")
+
+
+@lru_cache(maxsize=256)
+def _codec_name(charset: str) -> str | None:
+    """Python's codec for a charset label, or None when unknown or not a character set."""
+    label = charset.strip().strip("\"'").lower()
+    label = _CHARSET_ALIASES.get(label, label)
+    if not label:
+        return None
+    try:
+        info = codecs.lookup(label)
+    except (LookupError, ValueError, TypeError):
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None
+    return _CODEC_SUPERSETS.get(info.name, info.name)
+
+
+def _is_ascii_compatible(codec: str) -> bool:
+    return not codec.startswith(("utf-16", "utf-32", "utf-7"))
+
+
+class _CharsetHints:
+    """Charsets the mail declares for its parts: the best guess for undeclared 8-bit bytes.
+
+    Computed on first use only, because plain mails never need it.
+    """
+
+    def __init__(self, parts: list[Message]) -> None:
+        self._parts = parts
+        self._codecs: list[str] | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._codecs is None:
+            self._codecs = self._declared()
+        return iter(self._codecs)
+
+    def _declared(self) -> list[str]:
+        found: list[str] = []
+        for part in self._parts:
+            charset = part.get_param("charset")
+            codec = _codec_name(charset) if isinstance(charset, str) else None
+            if codec and codec not in found and _is_ascii_compatible(codec):
+                found.append(codec)
+        return found
+
+
+def _decode_declared(data: bytes, charset: str | None, hints: Iterable[str]) -> str:
+    """Bytes in the charset their label names; a missing, unknown or lying label is guessed."""
+    codec = _codec_name(charset) if charset else None
+    if codec is None or codec == "ascii":
+        return _decode_unlabelled(data, hints)
+    if codec != "utf-8" and _is_ascii_compatible(codec) and not data.isascii():
+        # Mailers label utf-8 with their legacy default; valid utf-8 by accident is rare.
+        text = _strict(data, "utf-8")
+        if text is not None:
+            return text
+    text = _strict(data, codec)
+    if text is None and codec == "utf-8":
+        return _decode_unlabelled(data, hints)
+    if text is None:
+        return data.decode(codec, "replace")
+    if codec == "iso8859-2" and _C1_CONTROLS.search(text):
+        # ś, ź, Ś, Ź of windows-1250 are C1 controls in iso-8859-2: the label is wrong.
+        return _strict(data, "cp1250") or text
+    return text
+
+
+def _decode_unlabelled(data: bytes, hints: Iterable[str]) -> str:
+    """Undeclared bytes: utf-8, else a charset the mail declares, else the likelier of
+    windows-1250 and iso-8859-2 (the two code pages of Polish mail)."""
+    if data.isascii():
+        return data.decode("ascii")
+    text = _strict(data, "utf-8") or _mostly_utf8(data)
+    if text is not None:
+        return text
+    candidates: list[str] = []
+    for codec in hints:
+        text = _strict(data, codec) if codec not in ("utf-8", "ascii") else None
+        if text is None:
+            continue
+        if codec not in _WESTERN_CODECS:
+            return _decode_declared(data, codec, ())
+        candidates.append(text)  # latin-1 reads anything: let it compete below
+        break
+    candidates.extend(text for text in (_strict(data, "cp1250"), data.decode("iso8859-2"))
+                      if text is not None)
+    return max(candidates, key=_central_european_score)  # first of equals wins
+
+
+def _strict(data: bytes, codec: str) -> str | None:
+    try:
+        return data.decode(codec)
+    except (UnicodeError, LookupError):
+        return None
+
+
+def _mostly_utf8(data: bytes) -> str | None:
+    """utf-8 with a few broken bytes (a name cut mid-character), or None when the bytes
+    are another charset entirely."""
+    text = data.decode("utf-8", "replace")
+    broken = text.count("\ufffd")
+    return text if broken * 2 <= len(_NON_ASCII.findall(text)) else None
+
+
+def _central_european_score(text: str) -> int:
+    """Higher when the decoding yields letters (Polish ones most) rather than symbols."""
+    score = 0
+    for char in _NON_ASCII.findall(text[:20000]):
+        if char in _POLISH_LETTERS:
+            score += 2
+        elif char.isalpha():
+            score += 1
+        elif char <= "\x9f" or char == "\ufffd":
+            score -= 3
+        else:
+            score -= 1
+    return score
+
+
+# --- headers -------------------------------------------------------------------------
+
+
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/]")
+
+
+def _raw_headers(message: Message, hints: _CharsetHints) -> dict[str, list[str]]:
+    """Lower-cased name -> values as str (unfolded, 8-bit decoded, encoded words kept)."""
+    headers: dict[str, list[str]] = {}
+    for name, value in message.raw_items():
+        key = name.strip().lower()
+        if not key:
+            continue
+        values = headers.setdefault(key, [])
+        # Only address lists are read past the first value; the rest would be wasted work.
+        if not values or key in ("to", "cc"):
+            values.append(_header_text(str(value), hints))
+    return headers
+
+
+def _header_text(value: str, hints: Iterable[str]) -> str:
+    value = _LINE_BREAKS.sub("", value[:MAX_HEADER_CHARS])
+    if value.isascii():
+        return value
+    # The parser kept undeclared 8-bit bytes as surrogate escapes: get the bytes back.
+    return _decode_unlabelled(value.encode("utf-8", "surrogateescape"), hints)
+
+
+def _decode_words(text: str, hints: Iterable[str]) -> str:
+    """Decode RFC 2047 encoded words, also glued to text, split mid-character or broken."""
+    if "=?" not in text:
+        return text
+    pieces: list[str | tuple[str, bytes]] = []
+    position = 0
+    for match in _ENCODED_WORD.finditer(text):
+        between = text[position:match.start()]
+        # Whitespace between two encoded words is not part of the text (RFC 2047, 6.2).
+        if between and not (between.isspace() and pieces and isinstance(pieces[-1], tuple)):
+            pieces.append(between)
+        charset = match.group(1).split("*", 1)[0]  # RFC 2231 language suffix
+        data = _word_bytes(match.group(2), match.group(3))
+        previous = pieces[-1] if pieces else None
+        if isinstance(previous, tuple) and previous[0].lower() == charset.lower():
+            pieces[-1] = (charset, previous[1] + data)  # a character may span two words
+        else:
+            pieces.append((charset, data))
+        position = match.end()
+    pieces.append(text[position:])
+    return "".join(piece if isinstance(piece, str) else _decode_declared(piece[1], piece[0], hints)
+                   for piece in pieces)
+
+
+def _word_bytes(encoding: str, payload: str) -> bytes:
+    data = payload.encode("utf-8")
+    if encoding in "qQ":
+        return binascii.a2b_qp(data, header=True)
+    return _lenient_base64(_NOT_BASE64.sub("", payload))
+
+
+def _lenient_base64(text: str) -> bytes:
+    if len(text) % 4 == 1:
+        text = text[:-1]  # a lone trailing character carries no byte
+    return binascii.a2b_base64(text + "=" * (-len(text) % 4))
+
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(text: str) -> str:
+    """Unfolded, whitespace collapsed, no control characters: fit for a ticket title."""
+    return _CONTROL_CHARS.sub("", " ".join(text.split()))
+
+
+def _clean(text: str) -> str:
+    """Text a database and a web page can hold: no NUL, no lone surrogates."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+# --- addresses, identifiers, date ----------------------------------------------------
+
+
+def _addresses(values: list[str], header: str, hints: _CharsetHints,
+               defects: list[str]) -> list[str]:
+    found: list[str] = []
+    for _name, address in _mailboxes(values, header, hints, defects):
+        if address not in found:
+            found.append(address)
+    return found
+
+
+def _mailboxes(values: list[str], header: str, hints: _CharsetHints,
+               defects: list[str]) -> list[tuple[str, str]]:
+    """(display name, lower-cased address) pairs; members that are not mailboxes are skipped."""
+    mailboxes: list[tuple[str, str]] = []
+    for value in values:
+        pairs = _simple_mailboxes(value)
+        if pairs is None:
+            pairs = _recovered_mailboxes(value, header, defects)
+        mailboxes.extend((_clean(_decode_words(name, hints)).strip(), _clean(address).lower())
+                         for name, address in pairs if _is_address(address))
+    return mailboxes
+
+
+_ADDR_SPEC = r'[^<>\s@,;:"()\\\[\]]+@[^<>\s@,;:"()\\\[\]]+'
+_SIMPLE_MAILBOX = re.compile(
+    rf'\s*(?:(?:"([^"\\]*)"|([^"<>,;:@()\\]*?))\s*<({_ADDR_SPEC})>|({_ADDR_SPEC}))\s*')
+
+
+def _simple_mailboxes(value: str) -> list[tuple[str, str]] | None:
+    """The everyday shapes ("Name" <a@b>, a@b, lists of them) read in microseconds;
+    None sends anything else to mail-parser's careful and much slower reader."""
+    members = [value] if '"' in value else value.split(",")
+    pairs = []
+    for member in members:
+        if not member.strip():
+            continue  # "a@b, " and empty headers
+        match = _SIMPLE_MAILBOX.fullmatch(member)
+        if match is None:
+            return None
+        quoted, bare, angled, alone = match.groups()
+        pairs.append((quoted if quoted is not None else (bare or ""), angled or alone))
+    return pairs
+
+
+def _recovered_mailboxes(value: str, header: str, defects: list[str]) -> list[tuple[str, str]]:
+    diagnostics: list[dict] = []
+    pairs = get_addresses(value, defects=diagnostics)
+    for diagnostic in diagnostics:
+        _note(defects, f"{header}: {diagnostic.get('reason')}")
+    if not any(_is_address(address) for _name, address in pairs) and len(value) <= 512 \
+            and value.count("(") < 10:  # the stdlib reads nested comments recursively
+        # mail-parser refuses sloppy but readable forms, e.g. a missing closing ">"
+        pairs = email_utils.getaddresses([value])
+    return pairs
+
+
+def _is_address(address: str) -> bool:
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and domain) and not any(c in address for c in " \t<>,")
+
+
+_BRACKETED_ID = re.compile(r"<([^<>\s]+)>")
+
+
+def _message_ids(value: str) -> list[str]:
+    """Message-IDs in order, without brackets; tolerant of missing brackets and junk."""
+    ids = _BRACKETED_ID.findall(value)
+    if not ids:
+        tokens = value.replace(",", " ").split()
+        ids = [token.strip("<>\"'") for token in tokens if "@" in token]
+        if not ids and len(tokens) == 1:
+            ids = [tokens[0].strip("<>\"'")]
+    unique = list(dict.fromkeys(i[:998] for i in ids if i))
+    if len(unique) > MAX_MESSAGE_IDS:
+        unique = unique[:1] + unique[-(MAX_MESSAGE_IDS - 1):]  # the root and the newest
+    return unique
+
+
+def _parse_date(value: str | None, defects: list[str]) -> datetime | None:
+    if not value:
+        return None
+    moment = parse_mail_date(value).value
+    if moment is None:
+        try:  # the stdlib reads forms mail-parser refuses, e.g. no zone at all
+            moment = email_utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            _note(defects, f"date: unparsable {value[:100]!r}")
+            return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)  # RFC 5322: no zone means UTC
+    return moment
+
+
+# --- body and attachments ------------------------------------------------------------
+
+
+@dataclass
+class _Body:
+    plain: list[str] = field(default_factory=list)
+    markup: list[str] = field(default_factory=list)
+    attachments: list[ParsedAttachment] = field(default_factory=list)
+
+    def text(self) -> str:
+        written = "\n".join(part.rstrip("\n") for part in self.plain if part.strip())
+        if written or not self.markup:
+            return written
+        return "\n".join(_html_to_text(markup) for markup in self.markup).strip("\n")
+
+    def html(self) -> str | None:
+        if not self.markup:
+            return None
+        return "\n".join(_safe_html(markup) for markup in self.markup)
+
+
+def _read_body(parts: list[tuple[Message, int]], hints: _CharsetHints, defects: list[str],
+               attachment_max_bytes: int | None) -> _Body:
+    body = _Body()
+    for number, (part, depth) in enumerate(parts, start=1):
+        if depth > MAX_MIME_DEPTH:
+            continue  # read headers-only by the bounded parser, noted as a defect already
+        try:
+            _read_part(part, body, hints, defects, attachment_max_bytes)
+        except Exception as exc:  # one hostile part must not cost the rest of the mail
+            _note(defects, f"part {number} skipped: {type(exc).__name__}: {exc}")
+    return body
+
+
+def _read_part(part: Message, body: _Body, hints: _CharsetHints, defects: list[str],
+               attachment_max_bytes: int | None) -> None:
+    if not _is_body_text(part):
+        number = len(body.attachments) + 1
+        body.attachments.append(_attachment(part, number, hints, attachment_max_bytes))
+        return
+    charset = part.get_content_charset()
+    if charset and _codec_name(charset) is None:
+        _note(defects, f"unknown charset {charset[:50]!r}: guessed")
+    text = _part_text(part, charset, hints)
+    if part.get_content_type() == "text/html":
+        body.markup.append(_bounded_markup(text, defects))
+    else:
+        body.plain.append(text)
+
+
+def _is_body_text(part: Message) -> bool:
+    """Plain or HTML text meant to be read in the mail, not a file attached to it."""
+    disposition = part.get_content_disposition()
+    if disposition == "attachment":
+        return False
+    # A multipart left as a string has no usable boundary: its body is best read as text.
+    if part.get_content_type() not in ("text/plain", "text/html") \
+            and part.get_content_maintype() != "multipart":
+        return False
+    # Apple Mail sends attached text files as "inline; filename=...": a name makes a file.
+    return not _has_filename(part)
+
+
+def _has_filename(part: Message) -> bool:
+    return (part.get_param("filename", None, "content-disposition") is not None
+            or part.get_param("name", None, "content-type") is not None)
+
+
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""",
+                           re.IGNORECASE)
+
+
+def _part_text(part: Message, charset: str | None, hints: _CharsetHints) -> str:
+    data = _part_bytes(part)
+    if charset is None and part.get_content_type() == "text/html":
+        found = _META_CHARSET.search(data[:4096])
+        charset = found.group(1).decode("ascii") if found else None
+    text = _decode_declared(data, charset, hints).lstrip("\ufeff")
+    return _clean(text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def _part_bytes(part: Message) -> bytes:
+    """The part's content with its transfer encoding undone."""
+    payload = part._payload  # get_payload() would decode 8-bit text lossily
+    if isinstance(payload, list):  # message/*: the stdlib parsed it, even when encoded
+        data = b"".join(_flatten(inner) for inner in payload)
+    elif isinstance(payload, str):
+        # The parser kept 8-bit bytes as surrogate escapes: get the bytes back.
+        data = payload.encode("utf-8", "surrogateescape")
+    else:
+        data = payload or b""
+    encoding = _transfer_encoding(part)
+    if encoding == "base64":
+        return _base64(data)
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(data)
+    if encoding in ("x-uuencode", "uuencode", "uue", "x-uue"):
+        return part.get_payload(decode=True) or b""
+    return data
+
+
+def _transfer_encoding(part: Message) -> str:
+    # "base64 " and "base64;" happen, and the stdlib then leaves the payload encoded.
+    value = str(part.get("content-transfer-encoding", "")).strip().lower()
+    return re.split(r"[\s;]", value, maxsplit=1)[0]
+
+
+def _base64(data: bytes) -> bytes:
+    try:
+        return binascii.a2b_base64(data)  # skips line breaks and stray characters itself
+    except binascii.Error:  # bad padding: mail-parser repairs it the way mail clients do
+        return decode_base64_payload(data.decode("ascii", "ignore"))
+
+
+def _flatten(message: Message) -> bytes:
+    """A parsed (sub)message back as bytes, headers as they came: an attached .eml.
+
+    The stdlib generator re-folds every header through email.header and costs more than
+    the whole parse of the mail; this writes the parsed pieces back as they are.
+    """
+    head = "".join(f"{name}: {value}\n" for name, value in message.raw_items())
+    chunks = [head.encode("utf-8", "surrogateescape"), b"\n"]
+    payload = message._payload
+    if not isinstance(payload, list):
+        chunks.append(payload.encode("utf-8", "surrogateescape")
+                      if isinstance(payload, str) else payload or b"")
+        return b"".join(chunks)
+    boundary = message.get_boundary() if message.get_content_maintype() == "multipart" else None
+    if boundary is None:  # message/rfc822 and message/delivery-status: parts in a row
+        return b"".join(chunks + [_flatten(inner) for inner in payload])
+    delimiter = f"--{boundary}".encode("utf-8", "surrogateescape")
+    for inner in payload:
+        chunks += [delimiter, b"\n", _flatten(inner), b"\n"]
+    chunks += [delimiter, b"--\n"]
+    return b"".join(chunks)
+
+
+def _attachment(part: Message, number: int, hints: _CharsetHints,
+                attachment_max_bytes: int | None) -> ParsedAttachment:
+    content_type = part.get_content_type()
+    data = _part_bytes(part)
+    filename = _safe_filename(_filename(part, hints), content_type, number)
+    content_id = _content_id(part)
+    disposition = part.get_content_disposition()
+    over_cap = attachment_max_bytes is not None and len(data) > attachment_max_bytes
+    return ParsedAttachment(
+        filename=filename,
+        content_type=content_type,
+        data=b"" if over_cap else data,
+        content_id=content_id,
+        inline=disposition == "inline" or (disposition is None and content_id is not None),
+        size=len(data),
+        truncated=over_cap,
+    )
+
+
+def _filename(part: Message, hints: _CharsetHints) -> str:
+    """The decoded file name (RFC 2231 or 2047 or raw 8-bit), "" when the part has none."""
+    source = _mime_headers(part, hints)
+    for param, header in (("filename", "content-disposition"), ("name", "content-type")):
+        value = source.get_param(param, None, header)
+        if isinstance(value, tuple):  # RFC 2231: (charset, language, percent-decoded text)
+            return _clean(_decode_rfc2231(*value, hints))
+        if value:
+            return _clean(_decode_words(value, hints))
+    return ""
+
+
+def _mime_headers(part: Message, hints: _CharsetHints) -> Message:
+    """The part itself, or a header-only copy with raw 8-bit bytes decoded when it has any:
+    the stdlib would turn each such byte into U+FFFD before we see the parameters."""
+    wanted = [(name, str(value)) for name, value in part.raw_items()
+              if name.lower() in ("content-type", "content-disposition")]
+    if all(value.isascii() for _name, value in wanted):
+        return part
+    view = Message()
+    for name, value in wanted:
+        view[name] = _header_text(value, hints)
+    return view
+
+
+def _decode_rfc2231(charset: str | None, _language: str | None, text: str,
+                    hints: _CharsetHints) -> str:
+    try:
+        data = text.encode("latin-1")  # percent-decoded bytes, one char each
+    except UnicodeEncodeError:
+        return text  # raw 8-bit bytes already decoded by _mime_headers
+    return _decode_declared(data, charset or None, hints)
+
+
+def _content_id(part: Message) -> str | None:
+    value = _clean(str(part.get("content-id", ""))).strip().strip("<>").strip()
+    return value[:998] or None
+
+
+_RESERVED_FILENAME_CHARS = re.compile(r'[<>:"|?*]')
+_KNOWN_EXTENSIONS = {
+    "text/plain": ".txt", "text/html": ".html", "message/rfc822": ".eml",
+    "message/delivery-status": ".txt", "message/disposition-notification": ".txt",
+    "text/rfc822-headers": ".txt", "text/calendar": ".ics", "image/jpeg": ".jpg",
+    "image/png": ".png", "image/gif": ".gif", "application/pdf": ".pdf",
+    "application/pgp-signature": ".asc", "application/pkcs7-signature": ".p7s",
+    "application/octet-stream": ".bin", "message/feedback-report": ".txt",
+}
+
+
+def _safe_filename(name: str, content_type: str, number: int) -> str:
+    """A name safe to show and to save: no directories, controls or reserved characters."""
+    name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
+    # Category C covers NUL, controls and the bidi overrides that disguise an extension.
+    name = "".join(char for char in name if unicodedata.category(char)[0] != "C")
+    name = " ".join(_RESERVED_FILENAME_CHARS.sub("_", name).split()).strip(". ")
+    if not name:
+        return _generated_filename(content_type, number)
+    if len(name) <= MAX_FILENAME_CHARS:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    if dot and stem and len(extension) <= 16:
+        return stem[:MAX_FILENAME_CHARS - len(extension) - 1].rstrip(". ") + "." + extension
+    return name[:MAX_FILENAME_CHARS]
+
+
+def _generated_filename(content_type: str, number: int) -> str:
+    if content_type == "application/ms-tnef":
+        return "winmail.dat"  # the name Outlook users and TNEF tools expect
+    extension = _KNOWN_EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type)
+    return f"attachment-{number}{extension or '.bin'}"
+
+
+# --- HTML ----------------------------------------------------------------------------
+
+
+_HTML_TAGS = (nh3.ALLOWED_TAGS | {"font", "tfoot", "center"}) - {"area", "map"}
+_HTML_ATTRIBUTES = {
+    "*": {"title", "dir", "lang", "align"},
+    "a": {"href", "hreflang"},
+    "img": {"src", "alt", "width", "height"},
+    "table": {"border", "cellpadding", "cellspacing", "width", "summary"},
+    "td": {"colspan", "rowspan", "valign", "width", "headers"},
+    "th": {"colspan", "rowspan", "valign", "width", "headers", "scope"},
+    "col": {"span", "width"}, "colgroup": {"span", "width"},
+    "font": {"color", "face", "size"},
+    "ol": {"start"}, "blockquote": {"cite"}, "q": {"cite"},
+    "del": {"datetime", "cite"}, "ins": {"datetime", "cite"}, "bdo": {"dir"},
+    "hr": {"width", "size"},
+}
+# cid: lets the web layer show inline images from the attachments; no data: or javascript:.
+_URL_SCHEMES = {"http", "https", "mailto", "cid", "tel"}
+_CONTENT_DROPPED = {"script", "style", "title", "template", "noscript"}
+
+
+# An HTML tree builder checks the stack of open elements at every block tag, so deep
+# nesting costs depth x tags: 100,000 nested <div> would take minutes. Below this many
+# tags even the worst nesting is milliseconds, and the depth is not measured at all.
+_HTML_TAGS_BEFORE_DEPTH_CHECK = 5000
+MAX_HTML_DEPTH = 200  # real mail nests a few dozen deep; forward chains maybe 100
+_HTML_TAG_START = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)")
+_HTML_NOT_NESTING = {"br", "img", "hr", "meta", "link", "input", "p", "li", "td", "th", "tr",
+                     "dt", "dd", "option", "col", "area", "base", "wbr", "source", "param",
+                     "embed", "track"}
+
+
+def _bounded_markup(markup: str, defects: list[str]) -> str:
+    """The markup, cut where its elements nest deeper than MAX_HTML_DEPTH."""
+    if markup.count("<") < _HTML_TAGS_BEFORE_DEPTH_CHECK:
+        return markup
+    depth = 0
+    for match in _HTML_TAG_START.finditer(markup):
+        closing, name = match.groups()
+        if name.lower() in _HTML_NOT_NESTING:
+            continue
+        depth = max(depth - 1, 0) if closing else depth + 1
+        if depth > MAX_HTML_DEPTH:
+            _note(defects, f"HTML nested deeper than {MAX_HTML_DEPTH} elements: cut there")
+            return markup[:match.start()]
+    return markup
+
+
+def _safe_html(markup: str) -> str:
+    """HTML safe to show: no scripts, handlers, styles, data: or javascript: URLs."""
+    return nh3.clean(markup, tags=_HTML_TAGS, clean_content_tags=_CONTENT_DROPPED,
+                     attributes=_HTML_ATTRIBUTES, url_schemes=_URL_SCHEMES,
+                     link_rel="noopener noreferrer nofollow", strip_comments=True)
+
+
+# Tags that end a line in rendered HTML; nh3 keeps only these, without attributes.
+_LINE_TAGS = {"br", "p", "div", "li", "tr", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6",
+              "blockquote", "ul", "ol", "table", "hr", "pre", "dd", "dt", "section",
+              "article", "header", "footer"}
+_TAG = re.compile(r"<(/?)([a-z0-9]+)\s*/?>")
+_SPACES = re.compile(r"[ \t\r\n\f\v\xa0]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def _html_to_text(markup: str) -> str:
+    """Readable plain text from HTML: tags gone, line breaks kept, entities decoded."""
+    skeleton = nh3.clean(markup, tags=_LINE_TAGS, clean_content_tags=_CONTENT_DROPPED,
+                         attributes={}, link_rel=None, strip_comments=True)
+    text = _TAG.sub(_tag_as_text, _SPACES.sub(" ", skeleton))  # source newlines are spaces
+    lines = (line.strip() for line in html.unescape(text).replace("\xa0", " ").split("\n"))
+    return _clean(_BLANK_LINES.sub("\n\n", "\n".join(lines)).strip("\n"))
+
+
+def _tag_as_text(match: re.Match) -> str:
+    closing, tag = match.groups()
+    if tag in ("td", "th"):
+        return " "
+    if tag == "li":
+        return "" if closing else "\n- "
+    return "\n"
