@@ -1,7 +1,8 @@
 """The one pipeline every raw record goes through, whatever channel brought it.
 
-Parse, deduplicate, classify, thread, file into a ticket, route — each a small named step,
-all in one transaction per record. A record whose processing fails is quarantined with
+Parse, deduplicate, classify, thread, apply the mailbox's policy, file into a ticket,
+route, converse (acknowledge, notify, relay, obey commands) — each a small named step,
+all in one transaction per record, so the mail a step queues is committed with it. A record whose processing fails is quarantined with
 its reason (never dropped) and can be retried after a fix.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from daemon.clock import Clock
 from daemon.config import Config
+from daemon.conversation import apply_mailbox_policy, converse, reopen_or_split
 from daemon.parse import ParsedMail, UnparseableMail, parse_mail
 from daemon.rules.classify import automatic_reason
 from daemon.rules.routing import route_new_ticket
@@ -136,7 +138,8 @@ def finish(intake: Intake) -> None:
              intake.mail.from_email)
 
 
-STEPS: tuple[Step, ...] = (parse, deduplicate, classify, thread, file_message, route, finish)
+STEPS: tuple[Step, ...] = (parse, deduplicate, classify, thread, apply_mailbox_policy,
+                           reopen_or_split, file_message, route, converse, finish)
 
 
 class Pipeline:

@@ -13,6 +13,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.clock import Clock
 from daemon.config import Config
+from daemon.conversation import send_coordinator_digest
 from daemon.directory import sync_directory
 from daemon.pipeline import Pipeline
 from daemon.store import Store
@@ -48,6 +49,9 @@ class Daemon:
         # "send" after "process", so that a run --once also sends what processing queued.
         self.jobs: list[Job] = [Job("process", timedelta(seconds=30), self.process_backlog),
                                 Job("send", timedelta(seconds=10), self.send_outbox)]
+        if config.tickets.coordinator_digest:
+            self.jobs.append(Job("coordinator digest", config.tickets.coordinator_digest,
+                                 lambda: send_coordinator_digest(config, store, clock)))
         self._threads: list[threading.Thread] = []
 
     # -- pieces -----------------------------------------------------------------------

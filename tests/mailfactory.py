@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 from datetime import datetime, timezone
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 
 from daemon.clock import Clock
@@ -37,7 +38,7 @@ def make_mail(*, sender="jan.nowak@bursztyn.pl", to="sklep@jantar.pl", subject="
     for filename, content_type, data in attachments:
         maintype, subtype = content_type.split("/")
         mail.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
-    return mail.as_bytes()
+    return mail.as_bytes(policy=SMTP)  # CRLF, as on the wire
 
 
 def deliver(store, config, raw: bytes, *, mailbox="sklep@jantar.pl", now=None, channel="smtp"):

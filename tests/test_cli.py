@@ -55,7 +55,8 @@ def test_ticket_json_has_the_documented_fields(tmp_path, config_file, capsys):
         assert key in summary
     code, out, _ = run(capsys, "--config", str(config), "ticket", summary["number"], "--json")
     detail = json.loads(out)
-    [message] = detail["messages"]
+    message, *ours = detail["messages"]
+    assert [m["kind"] for m in ours] == ["system", "system"]  # acknowledgement, coordinator notice
     assert message["direction"] == "in" and message["kind"] == "customer"
     assert message["from"] == "jan.nowak@bursztyn.pl" and message["cc"] == ["kierownik@bursztyn.pl"]
     assert message["attachments"] == [{"filename": "paragon.pdf", "content_type": "application/pdf",

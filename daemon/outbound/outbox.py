@@ -143,6 +143,11 @@ def thread_references(references, parent: str | None) -> list[str]:
     return thread
 
 
+def deliverable(address: str) -> bool:
+    """Whether ADDRESS can be written into a header and handed to a relay."""
+    return bool(ADDRESS_RE.fullmatch(one_line(address or "")))
+
+
 def envelope_recipients(to, cc) -> list[str]:
     recipients: list[str] = []
     for address in [*to, *cc]:
@@ -208,9 +213,12 @@ def _body(mail: EmailMessage, text: str, html: str | None,
         mail.add_alternative(_body_text(html), subtype="html", charset="utf-8",
                              cte="quoted-printable")
     for attachment in attachments:
-        maintype, _, subtype = attachment.content_type.partition("/")
-        mail.add_attachment(attachment.data, maintype=one_line(maintype) or "application",
-                            subtype=one_line(subtype) or "octet-stream",
+        maintype, _, subtype = one_line(attachment.content_type).lower().partition("/")
+        if maintype in ("message", "multipart", "") or not subtype:
+            # Stored bytes of an attached mail or report: the generator would try to
+            # re-serialise them as a parsed structure. Ship them as an opaque file.
+            maintype, subtype = "application", "octet-stream"
+        mail.add_attachment(attachment.data, maintype=maintype, subtype=subtype,
                             filename=one_line(attachment.filename) or "attachment")
 
 
