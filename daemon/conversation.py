@@ -332,48 +332,31 @@ def _reject_commands(intake, errors: list[str]) -> None:
 
 
 def _relay_to_customer(intake, body: str) -> None:
-    session, ticket, now = intake.session, intake.ticket, intake.now
-    technician = ticket.assignee if ticket.assignee and \
-        ticket.assignee.email == intake.mail.from_email else None
-    name = technician.name if technician else (intake.mail.from_name or "Jantar")
-    to, cc = _customer_recipients(intake.config, ticket)
-    attachments, _too_large = _files(session, intake.config, intake.message)
-    send_template(session, intake.config, ticket, "relay", kind="relay", now=now, to=to, cc=cc,
-                  from_name=f"{name} ({BRAND})", in_reply_to=_last_customer_message_id(ticket),
-                  attachments=attachments, message_kind="technician", body=body,
-                  technician_name=name)
+    attachments, _too_large = _files(intake.session, intake.config, intake.message)
+    relay_to_customer(intake.session, intake.config, intake.ticket, body,
+                      author_email=intake.mail.from_email, author_name=intake.mail.from_name,
+                      attachments=attachments, now=intake.now)
+
+
+def relay_to_customer(session: Session, config: Config, ticket: Ticket, body: str, *,
+                      author_email: str, author_name: str = "",
+                      attachments: list[OutgoingAttachment] = (), now: datetime):
+    """Send a technician's answer to the requester and CC, From the ticket's mailbox.
+
+    The mail path (a technician's reply) and the web's reply form both come here; the
+    first answer counts as the ticket's first response.
+    """
+    technician = session.scalar(select(Technician).where(Technician.email == author_email.lower()))
+    name = technician.name if technician else (author_name or "Jantar")
+    to, cc = _customer_recipients(config, ticket)
+    queued = send_template(session, config, ticket, "relay", kind="relay", now=now, to=to, cc=cc,
+                           from_name=f"{name} ({BRAND})",
+                           in_reply_to=_last_customer_message_id(ticket),
+                           attachments=attachments, message_kind="technician", body=body,
+                           technician_name=name)
     if ticket.first_responded_at is None:
         ticket.first_responded_at = now
-        record_event(session, ticket, "first_response", now, actor=intake.mail.from_email)
+        record_event(session, ticket, "first_response", now, actor=author_email)
     if ticket.status == "new":
-        change_status(session, intake.config, ticket, "open", actor=intake.mail.from_email, now=now)
-
-
-# -- periodic job ------------------------------------------------------------------------
-def send_coordinator_digest(config: Config, store, clock) -> int:
-    """One mail to the coordinators listing new unassigned tickets not yet announced.
-
-    Safe to run twice or in two processes: the tickets are locked (SKIP LOCKED on
-    PostgreSQL) and marked with a `coordinator_notified` event in the same transaction.
-    """
-    coordinators = [t.email for t in config.coordinators]
-    if not coordinators:
-        return 0
-    now = clock.now()
-    with store.transaction() as session:
-        announced = select(Event.ticket_id).where(Event.action == "coordinator_notified")
-        query = (select(Ticket).where(Ticket.assignee_id.is_(None), Ticket.status == "new",
-                                      Ticket.held.is_(False), Ticket.id.not_in(announced))
-                 .order_by(Ticket.id).limit(200))
-        if store.backend == "postgresql":
-            query = query.with_for_update(skip_locked=True, of=Ticket)
-        tickets = list(session.scalars(query).unique())
-        if not tickets:
-            return 0
-        send_template(session, config, None, "coordinator_digest", kind="coordinator_digest",
-                      now=now, to=coordinators, language=config.language,
-                      auto_submitted="auto-generated", tickets=tickets,
-                      triage_url=f"{config.web_url}/tickets")
-        for ticket in tickets:
-            record_event(session, ticket, "coordinator_notified", now, digest=True)
-    return len(tickets)
+        change_status(session, config, ticket, "open", actor=author_email, now=now)
+    return queued

@@ -1,0 +1,44 @@
+"""The Flask web: the public problem form and the coordinator's screens.
+
+`create_app(config)` builds the app for `helpdesk run`, `helpdesk web` and WSGI servers
+(`gunicorn 'webform:create_app()'` reads $HELPDESK_CONFIG).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask, current_app
+
+import templates as templates_package
+from daemon import config as config_module
+from daemon.clock import Clock
+from daemon.config import Config
+from daemon.store import Store
+
+WEB_TEMPLATES = Path(next(iter(templates_package.__path__))) / "web"
+
+
+@dataclass
+class Helpdesk:
+    """What every view needs, handed in once (no module globals)."""
+
+    config: Config
+    store: Store
+    clock: Clock
+
+
+def helpdesk() -> Helpdesk:
+    return current_app.extensions["helpdesk"]
+
+
+def create_app(config: Config | None = None, *, store: Store | None = None,
+               clock: Clock | None = None, testing: bool = False) -> Flask:
+    config = config or config_module.load()
+    app = Flask(__name__, template_folder=str(WEB_TEMPLATES), static_folder=None)
+    app.config["TESTING"] = testing
+    app.extensions["helpdesk"] = Helpdesk(config, store or Store(config.database_url),
+                                          clock or Clock())
+    from webform.setup import configure
+    configure(app)
+    return app
