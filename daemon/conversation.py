@@ -360,3 +360,33 @@ def relay_to_customer(session: Session, config: Config, ticket: Ticket, body: st
     if ticket.status == "new":
         change_status(session, config, ticket, "open", actor=author_email, now=now)
     return queued
+
+
+# -- periodic job ------------------------------------------------------------------------
+def send_coordinator_digest(config: Config, store, clock) -> int:
+    """One mail to the coordinators listing new unassigned tickets not yet announced.
+
+    Safe to run twice or in two processes: the tickets are locked (SKIP LOCKED on
+    PostgreSQL) and marked with a `coordinator_notified` event in the same transaction.
+    """
+    coordinators = [t.email for t in config.coordinators]
+    if not coordinators:
+        return 0
+    now = clock.now()
+    with store.transaction() as session:
+        announced = select(Event.ticket_id).where(Event.action == "coordinator_notified")
+        query = (select(Ticket).where(Ticket.assignee_id.is_(None), Ticket.status == "new",
+                                      Ticket.held.is_(False), Ticket.id.not_in(announced))
+                 .order_by(Ticket.id).limit(200))
+        if store.backend == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=Ticket)
+        tickets = list(session.scalars(query).unique())
+        if not tickets:
+            return 0
+        send_template(session, config, None, "coordinator_digest", kind="coordinator_digest",
+                      now=now, to=coordinators, language=config.language,
+                      auto_submitted="auto-generated", tickets=tickets,
+                      triage_url=f"{config.web_url}/tickets")
+        for ticket in tickets:
+            record_event(session, ticket, "coordinator_notified", now, digest=True)
+    return len(tickets)
