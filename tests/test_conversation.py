@@ -375,3 +375,19 @@ def test_form_mailbox_still_threads_replies_to_existing_tickets(helpdesk_factory
     number = number_in(one_to(sent, CUSTOMER).message["Subject"])
     helpdesk.mail(make_mail(subject=f"Re: [#{number}] dalej", body="Dopisuję."), to="sklep@jantar.pl")
     assert [m.direction for m in helpdesk.ticket(number).messages].count("in") == 2
+
+
+def test_coordinator_digest_instead_of_a_notice_per_ticket(helpdesk_factory):
+    from daemon.conversation import send_coordinator_digest
+    helpdesk = helpdesk_factory(notifications={"coordinator_digest": "15m"})
+    first, sent = new_ticket(helpdesk, subject="Kasa 1", message_id="<d1@bursztyn.pl>")
+    second, more = new_ticket(helpdesk, subject="Kasa 2", message_id="<d2@bursztyn.pl>")
+    assert not [m for m in sent + more if COORDINATOR in to_addresses(m)]
+    clock = Clock(start=helpdesk.now)
+    assert send_coordinator_digest(helpdesk.config, helpdesk.store, clock) == 2
+    assert send_coordinator_digest(helpdesk.config, helpdesk.store, clock) == 0  # safe to run twice
+    send_pending(helpdesk.config, helpdesk.store, clock)
+    [digest] = [m for m in helpdesk.sink.messages if COORDINATOR in to_addresses(m)]
+    text = text_of(digest)
+    assert first in text and second in text and "Kasa 2" in text
+    assert digest.message["Auto-Submitted"] == "auto-generated"
