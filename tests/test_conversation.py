@@ -248,6 +248,7 @@ def test_technician_reply_is_relayed_from_the_mailbox_without_the_quote(helpdesk
     text = text_of(mail)
     assert "zrestartować drukarkę" in text and REPLY_ABOVE not in text and "napisał" not in text
     assert [p.get_filename() for p in mail.iter_attachments()] == ["instrukcja.pdf"]
+    assert "zrestartować drukarkę" in mail.get_body(("html",)).get_content()
     ticket = helpdesk.ticket(number)
     assert helpdesk.now <= ticket.first_responded_at < helpdesk.now + timedelta(minutes=1)
 
@@ -276,6 +277,13 @@ def test_large_customer_files_reach_the_technician_as_links(helpdesk_factory):
     notice = one_to(sent, COORDINATOR).message
     assert list(notice.iter_attachments()) == []
     assert re.search(rf"log\.txt .*http://helpdesk\.test/tickets/{number}/attachments/\d+", text_of(notice))
+
+
+def test_technician_text_is_escaped_in_the_html_part(helpdesk):
+    _, notice = assigned_ticket(helpdesk)
+    sent = helpdesk.mail(technician_reply(notice, "Proszę wpisać <script>alert(1)</script> & OK"))
+    html = one_to(sent, CUSTOMER).message.get_body(("html",)).get_content()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; OK" in html and "<script>" not in html
 
 
 def test_internal_note_reaches_no_customer(helpdesk):
