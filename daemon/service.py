@@ -1,4 +1,4 @@
-"""The long-running daemon: IMAP pullers, SMTP receiver, the pipeline and periodic jobs."""
+"""The long-running daemon: IMAP pullers, SMTP receiver, the web, the pipeline and periodic jobs."""
 from __future__ import annotations
 
 import logging
@@ -46,9 +46,12 @@ class Daemon:
         self.pipeline = Pipeline(config, store, clock)
         self.stop = threading.Event()
         self.wake = threading.Event()
-        # "send" after "process", so that a run --once also sends what processing queued.
+        # "send" after "process" and "sla sweep", so that a run --once also sends what
+        # they queued.
         self.jobs: list[Job] = [Job("process", timedelta(seconds=30), self.process_backlog),
+                                Job("sla sweep", timedelta(seconds=60), self.sweep_sla),
                                 Job("send", timedelta(seconds=10), self.send_outbox)]
+        self.jobs.append(Job("purge discarded mail", timedelta(hours=6), self.purge_discarded))
         if config.tickets.coordinator_digest:
             self.jobs.append(Job("coordinator digest", config.tickets.coordinator_digest,
                                  lambda: send_coordinator_digest(config, store, clock)))
@@ -66,6 +69,13 @@ class Daemon:
             log.info("processed: %s", dict(results))
         return results
 
+    def sweep_sla(self) -> Counter:
+        from daemon.rules.sla_sweep import sweep_sla
+        results = sweep_sla(self.config, self.store, self.clock)
+        if results:
+            log.info("SLA notices: %s", dict(results))
+        return results
+
     def send_outbox(self) -> Counter:
         from daemon.outbound.sender import send_pending
         results = send_pending(self.config, self.store, self.clock)
@@ -73,11 +83,16 @@ class Daemon:
             log.info("outbox: %s", dict(results))
         return results
 
+    def purge_discarded(self) -> int:
+        from daemon.quarantine import purge_discarded
+        return purge_discarded(self.store, self.clock.now(), self.config.tickets.discard_keep_days)
+
     # -- one pass, for cron and checks -------------------------------------------------
     def run_once(self) -> dict[str, object]:
         report: dict[str, object] = {}
         for puller in self.pullers():
-            report[f"imap {puller.mailbox.address}"] = puller.poll_once()
+            with puller:  # logs out and hands the lease back at once
+                report[f"imap {puller.mailbox.address}"] = puller.poll_once()
         for job in self.jobs:
             report[job.name] = job.run()
         return report
@@ -113,6 +128,8 @@ class Daemon:
             receiver = start_receiver(self.config, self.store, self.clock, on_saved=self.wake.set)
             log.info("%s receiver listening on %s:%s", self.config.smtp_server.protocol.upper(),
                      *self.config.smtp_server.listen)
+        from webform.serve import start_web
+        web = start_web(self.config, self.store, self.clock)
         for puller in self.pullers():
             self._start_thread(f"imap-{puller.mailbox.address}", lambda p=puller: p.run(self.stop))
         self._start_thread("pipeline", self._processor)
@@ -129,6 +146,8 @@ class Daemon:
             scheduler.shutdown(wait=True)
             if receiver is not None:
                 receiver.stop()
+            if web is not None:
+                web.stop()
             for thread in self._threads:
                 thread.join(timeout=30)
             log.info("helpdesk stopped")
