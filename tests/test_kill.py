@@ -1,0 +1,80 @@
+"""SIGKILL the daemon while it pulls a mailbox of a few hundred messages; after restarts,
+every message is in the store exactly once (issue: the spine)."""
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from daemon.store import Store
+from daemon.store.models import Message, RawMessage
+from tests.mailfactory import make_mail
+from tests.test_daemon import ROOT, wait_until
+from tests.tomlwrite import write_config
+
+MESSAGES = 300
+KILL_AFTER = (20, 90, 170, 240)  # raw records saved before each SIGKILL
+
+
+def count(store: Store, *criteria) -> int:
+    with store.transaction() as session:
+        return session.scalar(select(func.count(RawMessage.id)).where(*criteria))
+
+
+def start(config) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "daemon.cli", "--config", str(config), "run"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.slow
+def test_sigkill_while_pulling_loses_nothing_and_duplicates_nothing(imap_account, db_url, tmp_path):
+    body = "Dzień dobry,\nopis problemu w sklepie.\n" + "Szczegóły logu kasy: 0123456789\n" * 400
+    imap_account.append_many(
+        make_mail(sender=f"sklep{n % 30}@bursztyn.pl", subject=f"Problem nr {n}", body=body,
+                  message_id=f"<kill-{n}@bursztyn.pl>") for n in range(MESSAGES))
+    config = write_config(tmp_path / "helpdesk.toml", {
+        "helpdesk": {"database_url": db_url, "data_dir": str(tmp_path / "data")},
+        "smtp_server": {"enabled": False},
+        "limits": {"poll_interval": "1s"},
+        "outbound": {"transport": "maildir", "maildir": str(tmp_path / "sent")},
+        "mailboxes": [imap_account.mailbox_settings()],
+        "clients": [{"name": "Sieć Bursztyn", "domains": ["bursztyn.pl"]}],
+    })
+    store = Store(db_url)
+    jitter = random.Random(20261125)
+    kills_mid_pull = 0
+    for threshold in KILL_AFTER:
+        process = start(config)
+        try:
+            wait_until(lambda: count(store) >= threshold or process.poll() is not None,
+                       timeout=120, what=f"{threshold} saved records")
+            time.sleep(jitter.uniform(0, 0.05))
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+        kills_mid_pull += count(store) < MESSAGES
+    assert kills_mid_pull >= 2, "the kills should land while the mailbox is being pulled"
+
+    process = start(config)
+    try:
+        wait_until(lambda: count(store) == MESSAGES and
+                   count(store, RawMessage.status == "pending") == 0, timeout=180,
+                   what="every message pulled and processed")
+        wait_until(lambda: all(b"$Helpdesk" in f for f in imap_account.flags().values()),
+                   timeout=60, what="every message flagged on the server")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+
+    with store.transaction() as session:
+        statuses = dict(session.execute(select(RawMessage.status, func.count())
+                                        .group_by(RawMessage.status)).all())
+        message_ids = list(session.scalars(select(Message.message_id).where(Message.direction == "in")))
+    assert statuses == {"processed": MESSAGES}
+    assert sorted(message_ids) == sorted(f"kill-{n}@bursztyn.pl" for n in range(MESSAGES))
+    store.dispose()
