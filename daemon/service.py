@@ -1,4 +1,4 @@
-"""The long-running daemon: IMAP pullers, SMTP receiver, the web, the pipeline and periodic jobs."""
+"""The long-running daemon: IMAP pullers, SMTP receiver, the pipeline and periodic jobs."""
 from __future__ import annotations
 
 import logging
@@ -128,8 +128,6 @@ class Daemon:
             receiver = start_receiver(self.config, self.store, self.clock, on_saved=self.wake.set)
             log.info("%s receiver listening on %s:%s", self.config.smtp_server.protocol.upper(),
                      *self.config.smtp_server.listen)
-        from webform.serve import start_web
-        web = start_web(self.config, self.store, self.clock)
         for puller in self.pullers():
             self._start_thread(f"imap-{puller.mailbox.address}", lambda p=puller: p.run(self.stop))
         self._start_thread("pipeline", self._processor)
@@ -146,8 +144,6 @@ class Daemon:
             scheduler.shutdown(wait=True)
             if receiver is not None:
                 receiver.stop()
-            if web is not None:
-                web.stop()
             for thread in self._threads:
                 thread.join(timeout=30)
             log.info("helpdesk stopped")
