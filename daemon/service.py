@@ -46,12 +46,9 @@ class Daemon:
         self.pipeline = Pipeline(config, store, clock)
         self.stop = threading.Event()
         self.wake = threading.Event()
-        # "send" after "process" and "sla sweep", so that a run --once also sends what
-        # they queued.
+        # "send" after "process", so that a run --once also sends what it queued.
         self.jobs: list[Job] = [Job("process", timedelta(seconds=30), self.process_backlog),
-                                Job("sla sweep", timedelta(seconds=60), self.sweep_sla),
                                 Job("send", timedelta(seconds=10), self.send_outbox)]
-        self.jobs.append(Job("purge discarded mail", timedelta(hours=6), self.purge_discarded))
         if config.tickets.coordinator_digest:
             self.jobs.append(Job("coordinator digest", config.tickets.coordinator_digest,
                                  lambda: send_coordinator_digest(config, store, clock)))
@@ -69,23 +66,12 @@ class Daemon:
             log.info("processed: %s", dict(results))
         return results
 
-    def sweep_sla(self) -> Counter:
-        from daemon.rules.sla_sweep import sweep_sla
-        results = sweep_sla(self.config, self.store, self.clock)
-        if results:
-            log.info("SLA notices: %s", dict(results))
-        return results
-
     def send_outbox(self) -> Counter:
         from daemon.outbound.sender import send_pending
         results = send_pending(self.config, self.store, self.clock)
         if results:
             log.info("outbox: %s", dict(results))
         return results
-
-    def purge_discarded(self) -> int:
-        from daemon.quarantine import purge_discarded
-        return purge_discarded(self.store, self.clock.now(), self.config.tickets.discard_keep_days)
 
     # -- one pass, for cron and checks -------------------------------------------------
     def run_once(self) -> dict[str, object]:
