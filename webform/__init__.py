@@ -15,6 +15,8 @@ from daemon import config as config_module
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.store import Store
+from webform.config import WebConfig
+from webform.throttle import LoginThrottle, RateLimit
 
 WEB_TEMPLATES = Path(next(iter(templates_package.__path__))) / "web"
 
@@ -26,6 +28,11 @@ class Helpdesk:
     config: Config
     store: Store
     clock: Clock
+    # Filled in by webform.setup.configure: the [web]/[form] settings and the in-memory
+    # brakes on sign-in guessing and form flooding (webform.throttle).
+    web: WebConfig | None = None
+    login_throttle: LoginThrottle | None = None
+    form_rate: RateLimit | None = None
 
 
 def helpdesk() -> Helpdesk:

@@ -1,0 +1,174 @@
+"""Sign-in for coordinators and technicians: /login, /logout, and who may see which page.
+
+Every view needs a signed-in user unless it is marked `@public` (the form, its
+confirmation, the sign-in page): the check runs before every request, so a new page is
+private even if its author forgets. `@coordinator_required` narrows a view further.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from flask import (Blueprint, Flask, abort, current_app, flash, redirect, render_template,
+                   request, session, url_for)
+from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
+
+from daemon.store.models import Technician
+from webform import helpdesk
+from webform.accounts import authenticate, by_session_token, session_token
+from webform.i18n import tr
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("auth", __name__)
+HOME = "/tickets"
+
+__all__ = ["blueprint", "coordinator_required", "login_required", "public", "Staff"]
+
+
+@dataclass(frozen=True, eq=False)
+class Staff(UserMixin):
+    """The signed-in person, copied out of their Technician row for the request."""
+
+    id: int
+    email: str
+    name: str
+    tier: str
+    role: str
+    token: str
+
+    @classmethod
+    def of(cls, row: Technician) -> Staff:
+        return cls(row.id, row.email, row.name, row.tier, row.role, session_token(row))
+
+    def get_id(self) -> str:
+        return self.token
+
+    @property
+    def is_coordinator(self) -> bool:
+        return self.role == "coordinator"
+
+
+# -- who may see what ----------------------------------------------------------------------
+def public(view):
+    """Mark a view as open to everyone (the form, its confirmation, sign-in)."""
+    view.public = True
+    return view
+
+
+def coordinator_required(view):
+    """Signed-in coordinators only: others get 403, anonymous visitors the sign-in page."""
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        if not current_user.is_authenticated:
+            return current_app.login_manager.unauthorized()
+        if not current_user.is_coordinator:
+            abort(403)
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def _require_sign_in():
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    if view is None or getattr(view, "public", False):
+        return None  # unknown addresses fall through to 404/405
+    if not current_user.is_authenticated:
+        return current_app.login_manager.unauthorized()
+    return None
+
+
+def _load_staff(token: str) -> Staff | None:
+    with helpdesk().store.transaction() as session:
+        row = by_session_token(session, token)
+        return Staff.of(row) if row else None
+
+
+def _unauthorized():
+    flash(tr("Zaloguj się, aby zobaczyć tę stronę.", "Sign in to see this page."), "info")
+    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+def configure_login(app: Flask) -> None:
+    manager = LoginManager(app)
+    manager.login_view = "auth.login"
+    manager.user_loader(_load_staff)
+    manager.unauthorized_handler(_unauthorized)
+    app.before_request(_require_sign_in)
+
+
+# -- views -------------------------------------------------------------------------------------
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: never `//evil.example` or `https://evil.example`."""
+    if not target:
+        return HOME
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") \
+            or "\\" in target:
+        return HOME
+    return target
+
+
+def _client_ip() -> str:
+    return request.remote_addr or "-"
+
+
+def _refused(email: str, wait: int):
+    message = tr("Zbyt wiele nieudanych prób logowania. Spróbuj ponownie za {seconds} s.",
+                 "Too many failed sign-in attempts. Try again in {seconds} s.", seconds=wait)
+    page = render_template("login.html", email=email, next=request.form.get("next", ""),
+                           error=message)
+    return page, 429, {"Retry-After": str(wait)}
+
+
+@blueprint.route("/login", methods=["GET", "POST"])
+@public
+def login():
+    if request.method == "GET":
+        if current_user.is_authenticated:
+            return redirect(_safe_next(request.args.get("next")))
+        return render_template("login.html", email="", next=request.args.get("next", ""))
+    email = request.form.get("email", "").strip().lower()[:320]
+    password = request.form.get("password", "")
+    key = (email, _client_ip())
+    throttle = helpdesk().login_throttle
+    if wait := throttle.retry_after(key):
+        return _refused(email, wait)
+    with helpdesk().store.transaction() as db:
+        row = authenticate(db, email, password)
+        staff = Staff.of(row) if row else None
+    if staff is None:
+        wait = throttle.failed(key)
+        log.warning("<%s> sign-in failed from %s", email, _client_ip())
+        if wait:
+            return _refused(email, wait)
+        error = tr("Nieprawidłowy e-mail lub hasło.", "Wrong email or password.")
+        return render_template("login.html", email=email, next=request.form.get("next", ""),
+                               error=error), 200
+    throttle.succeeded(key)
+    _start_session(staff)
+    log.info("<%s> signed in from %s", staff.email, _client_ip())
+    return redirect(_safe_next(request.form.get("next")))
+
+
+def _start_session(staff: Staff) -> None:
+    """A fresh session for the signed-in user, keeping only the language choice."""
+    language = session.get("lang")
+    session.clear()
+    if language:
+        session["lang"] = language
+    login_user(staff)
+
+
+@blueprint.route("/logout", methods=["POST"])
+@public  # signing out of an expired session must not ask to sign in first
+def logout():
+    if current_user.is_authenticated:
+        log.info("<%s> signed out", current_user.email)
+    logout_user()
+    language = session.get("lang")
+    session.clear()
+    if language:
+        session["lang"] = language
+    flash(tr("Wylogowano.", "Signed out."), "info")
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,295 @@
+"""The triage list's reads: filters, counts, and keyset pages that stay fast on a big store.
+
+A page is found by where the previous one ended (its sort key and ticket id, the
+`after=` cursor), never by OFFSET, so page 2,000 costs what page 1 does. The default
+order is by SLA due when the store has the SLA columns, else newest first.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import and_, case, exists, false, func, null, or_, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from daemon.config import PRIORITIES, TIERS, parse_duration
+from daemon.store.models import Client, Message, Technician, Ticket
+
+STATUSES = ("new", "open", "waiting", "resolved", "closed")
+ACTIVE = ("new", "open", "waiting")
+CHANNELS = ("email", "web", "phone")        # the default view: work not yet done
+SORTS = ("sla", "newest")
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+DUE_SOON = timedelta(hours=4)              # "SLA due soon" in the counts and the filter
+CURSOR_TIME = "%Y%m%dT%H%M%S%f"
+_CURSOR_RE = re.compile(r"^(?:(\d{8}T\d{12})|none)\.(\d{1,19})$")
+
+
+class BadQuery(ValueError):
+    """A filter or cursor value that cannot be right (the page answers 400)."""
+
+
+def has_sla() -> bool:
+    """Whether the store's tickets carry SLA due times (they arrive with the SLA issue)."""
+    return hasattr(Ticket, "resolution_due")
+
+
+def sla_due_expression() -> ColumnElement | None:
+    """The instant the ticket's next SLA clock runs out; NULL when none is running.
+
+    Before the first answer that is the first-response due time, after it the resolution
+    due time. Resolved and closed tickets have nothing left to be late for, and a paused
+    clock (waiting for the customer) gets a new due time when it resumes.
+    """
+    if not has_sla():
+        return None
+    resolution = Ticket.resolution_due
+    first = getattr(Ticket, "first_response_due", None)
+    paused = getattr(Ticket, "sla_paused_at", None)
+    whens = [(Ticket.status.in_(("resolved", "closed")), null())]
+    if paused is not None:
+        whens.append((paused.is_not(None), null()))
+    if first is not None:
+        whens.append((and_(Ticket.first_responded_at.is_(None), first.is_not(None)), first))
+    return case(*whens, else_=resolution)
+
+
+@dataclass(frozen=True)
+class TriageFilter:
+    """The list's query parameters, checked; empty strings mean "any"."""
+
+    status: str = ""          # "" = active (new, open, waiting), "all", or one status
+    tier: str = ""
+    priority: str = ""
+    client: str = ""          # a client's name, or "none"
+    assignee: str = ""        # a technician's email, or "none"
+    requester: str = ""       # part of the requester's address or name
+    channel: str = ""
+    held: str = ""            # "1" held only, "0" not held
+    older_than: str = ""      # a duration like "2d": created before now minus it
+    sla: str = ""             # "overdue" or "soon" (with SLA columns)
+    q: str = ""               # text in number, subject, requester or any message's text
+    sort: str = ""            # "sla" or "newest"; "" = sla when available
+    after: str = ""           # the keyset cursor of the page to show
+    limit: int = PAGE_SIZE
+
+    FIELDS = ("status", "tier", "priority", "client", "assignee", "requester", "channel", "held",
+              "older_than", "sla", "q", "sort")
+
+    @classmethod
+    def from_args(cls, args) -> TriageFilter:
+        """From request.args; raises BadQuery for a value no form of ours would send."""
+        values = {name: (args.get(name) or "").strip()[:200] for name in cls.FIELDS}
+        values["after"] = (args.get("after") or "").strip()
+        try:
+            values["limit"] = min(max(int(args.get("limit") or PAGE_SIZE), 1), MAX_PAGE_SIZE)
+        except ValueError:
+            raise BadQuery("limit must be a number") from None
+        chosen = cls(**values)
+        chosen.check()
+        return chosen
+
+    def check(self) -> None:
+        allowed = {"status": ("", "all", *STATUSES), "tier": ("", *TIERS),
+                   "priority": ("", *PRIORITIES), "held": ("", "0", "1"),
+                   "sla": ("", "overdue", "soon"), "sort": ("", *SORTS)}
+        for name, choices in allowed.items():
+            if getattr(self, name) not in choices:
+                raise BadQuery(f"{name}: not one of {', '.join(c for c in choices if c)}")
+        if self.older_than:
+            try:
+                parse_duration(self.older_than)
+            except ValueError as exc:
+                raise BadQuery(f"older_than: {exc}") from None
+        if self.after:
+            decode_cursor(self.after, self.effective_sort)
+
+    @property
+    def effective_sort(self) -> str:
+        if self.sort == "sla" or (not self.sort and has_sla()):
+            return "sla" if has_sla() else "newest"
+        return "newest"
+
+    def query_args(self, **changes) -> dict[str, str]:
+        """The non-empty parameters (for links and for returning after an action)."""
+        chosen = replace(self, **changes)
+        args = {name: getattr(chosen, name) for name in (*self.FIELDS, "after")}
+        if chosen.limit != PAGE_SIZE:
+            args["limit"] = str(chosen.limit)
+        return {k: v for k, v in args.items() if v}
+
+
+# -- cursor ------------------------------------------------------------------------------------
+def encode_cursor(sort: str, due: datetime | None, ticket_id: int) -> str:
+    """`<id>` when newest first; `<due as YYYYmmddTHHMMSSffffff UTC>.<id>` or `none.<id>` by SLA."""
+    if sort == "newest":
+        return str(ticket_id)
+    stamp = due.astimezone(timezone.utc).strftime(CURSOR_TIME) if due else "none"
+    return f"{stamp}.{ticket_id}"
+
+
+def decode_cursor(cursor: str, sort: str) -> tuple[datetime | None, int]:
+    if sort == "newest":
+        if not cursor.isdigit() or len(cursor) > 19:
+            raise BadQuery("after: not a cursor of this list")
+        return None, int(cursor)
+    match = _CURSOR_RE.match(cursor)
+    if not match:
+        raise BadQuery("after: not a cursor of this list")
+    stamp, ticket_id = match.groups()
+    due = datetime.strptime(stamp, CURSOR_TIME).replace(tzinfo=timezone.utc) if stamp else None
+    return due, int(ticket_id)
+
+
+def _after(due_column: ColumnElement, due: datetime | None, ticket_id: int) -> ColumnElement:
+    """Rows after (due, id) in the order `due ASC NULLS LAST, id ASC`."""
+    if due is None:
+        return and_(due_column.is_(None), Ticket.id > ticket_id)
+    return or_(due_column > due, and_(due_column == due, Ticket.id > ticket_id),
+               due_column.is_(None))
+
+
+# -- filters -------------------------------------------------------------------------------------
+def _text_match(q: str) -> ColumnElement:
+    """Number, subject, requester, or the text of any message (an EXISTS per ticket)."""
+    in_messages = exists().where(Message.ticket_id == Ticket.id,
+                                 Message.text.icontains(q, autoescape=True))
+    return or_(Ticket.number == q.upper(), Ticket.subject.icontains(q, autoescape=True),
+               Ticket.requester_email.icontains(q, autoescape=True), in_messages)
+
+
+def conditions(chosen: TriageFilter, now: datetime,
+               due_column: ColumnElement | None) -> list[ColumnElement]:
+    where: list[ColumnElement] = []
+    if chosen.status == "":
+        where.append(Ticket.status.in_(ACTIVE))
+    elif chosen.status != "all":
+        where.append(Ticket.status == chosen.status)
+    for name in ("tier", "priority", "channel"):
+        if getattr(chosen, name):
+            where.append(getattr(Ticket, name) == getattr(chosen, name))
+    if chosen.client == "none":
+        where.append(Ticket.client_id.is_(None))
+    elif chosen.client:
+        where.append(Ticket.client_id.in_(select(Client.id).where(Client.name == chosen.client)))
+    if chosen.assignee == "none":
+        where.append(Ticket.assignee_id.is_(None))
+    elif chosen.assignee:
+        where.append(Ticket.assignee_id.in_(
+            select(Technician.id).where(Technician.email == chosen.assignee.lower())))
+    if chosen.requester:
+        where.append(or_(Ticket.requester_email.icontains(chosen.requester, autoescape=True),
+                         Ticket.requester_name.icontains(chosen.requester, autoescape=True)))
+    if chosen.held:
+        where.append(Ticket.held == (chosen.held == "1"))
+    if chosen.older_than:
+        where.append(Ticket.created_at < now - parse_duration(chosen.older_than))
+    if chosen.sla:
+        where.append(_sla_condition(chosen.sla, now, due_column))
+    if chosen.q:
+        where.append(_text_match(chosen.q))
+    return where
+
+
+def _sla_condition(which: str, now: datetime, due_column: ColumnElement | None) -> ColumnElement:
+    if due_column is None:
+        return false()  # no SLA clocks in this store: nothing is due
+    if which == "overdue":
+        return due_column < now
+    return and_(due_column >= now, due_column < now + DUE_SOON)
+
+
+# -- the page ----------------------------------------------------------------------------------------
+@dataclass
+class TriageRow:
+    ticket: Ticket
+    sla_due: datetime | None
+    held_message_id: int | None = None   # the first held message, for one-click attach/split
+
+
+@dataclass
+class TriagePage:
+    rows: list[TriageRow]
+    next_cursor: str | None
+    sort: str
+    has_sla: bool
+    counts: dict[str, int | None] = field(default_factory=dict)
+
+
+def triage_page(session: Session, chosen: TriageFilter, now: datetime,
+                due_column: ColumnElement | None = None) -> TriagePage:
+    """One page of the list: up to chosen.limit tickets after the cursor, in order."""
+    due_column = due_column if due_column is not None else sla_due_expression()
+    sort = chosen.effective_sort if due_column is not None else "newest"
+    due_value = due_column if due_column is not None else null()
+    query = select(Ticket, due_value.label("sla_due")).where(*conditions(chosen, now, due_column))
+    if sort == "sla":
+        query = query.order_by(due_column.asc().nulls_last(), Ticket.id.asc())
+    else:
+        query = query.order_by(Ticket.id.desc())
+    if chosen.after:
+        due, ticket_id = decode_cursor(chosen.after, sort)
+        query = query.where(_after(due_column, due, ticket_id) if sort == "sla"
+                            else Ticket.id < ticket_id)
+    found = session.execute(query.limit(chosen.limit + 1)).all()
+    rows = [TriageRow(ticket, due) for ticket, due in found[:chosen.limit]]
+    _mark_held(session, rows)
+    more = len(found) > chosen.limit
+    last = rows[-1] if rows else None
+    cursor = encode_cursor(sort, last.sla_due, last.ticket.id) if more and last else None
+    return TriagePage(rows, cursor, sort, due_column is not None)
+
+
+def _mark_held(session: Session, rows: list[TriageRow]) -> None:
+    held = [row.ticket.id for row in rows if row.ticket.held]
+    if not held:
+        return
+    first = dict(session.execute(select(Message.ticket_id, func.min(Message.id)).where(
+        Message.ticket_id.in_(held), Message.held.is_(True)).group_by(Message.ticket_id)).all())
+    for row in rows:
+        row.held_message_id = first.get(row.ticket.id)
+
+
+def triage_counts(session: Session, now: datetime,
+                  due_column: ColumnElement | None = None) -> dict[str, int | None]:
+    """Open by tier, unassigned, waiting, held, SLA due soon and overdue (None without SLA)."""
+    due_column = due_column if due_column is not None else sla_due_expression()
+    open_ = Ticket.status.in_(("new", "open"))
+    active = Ticket.status.in_(ACTIVE)
+    columns = {f"open_{tier}": func.count(Ticket.id).filter(open_, Ticket.tier == tier)
+               for tier in TIERS}
+    columns["unassigned"] = func.count(Ticket.id).filter(active, Ticket.assignee_id.is_(None))
+    columns["waiting"] = func.count(Ticket.id).filter(Ticket.status == "waiting")
+    columns["held"] = func.count(Ticket.id).filter(Ticket.held.is_(True))
+    if due_column is not None:
+        columns["sla_soon"] = func.count(Ticket.id).filter(_sla_condition("soon", now, due_column))
+        columns["sla_overdue"] = func.count(Ticket.id).filter(
+            _sla_condition("overdue", now, due_column))
+    # Only active or held tickets can count, and the status index finds those.
+    row = session.execute(select(*[c.label(name) for name, c in columns.items()])
+                          .where(or_(active, Ticket.held.is_(True)))).one()
+    counts = dict(row._mapping)
+    counts.setdefault("sla_soon", None)
+    counts.setdefault("sla_overdue", None)
+    return counts
+
+
+def ticket_sla_due(session: Session, ticket: Ticket) -> datetime | None:
+    due_column = sla_due_expression()
+    if due_column is None:
+        return None
+    return session.scalar(select(due_column).where(Ticket.id == ticket.id))
+
+
+def filter_choices(session: Session) -> dict[str, list]:
+    """What the filter and bulk-action menus offer: clients, technicians, channels in use."""
+    return {
+        "clients": list(session.scalars(select(Client.name).where(Client.active)
+                                        .order_by(Client.name))),
+        "technicians": list(session.scalars(select(Technician).where(Technician.active)
+                                            .order_by(Technician.tier, Technician.name))),
+        "channels": list(CHANNELS),
+    }

@@ -1,0 +1,57 @@
+"""Serve the web app on [web] listen from a thread: beside the daemon (`helpdesk run`) or alone.
+
+Werkzeug's threaded server is enough for a helpdesk's handful of staff and its form; a
+bigger site puts gunicorn ('webform:create_app()') behind a reverse proxy instead.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from daemon.clock import Clock
+from daemon.config import Config
+from daemon.store import Store
+from webform import create_app
+from webform.config import web_config
+
+log = logging.getLogger(__name__)
+
+
+class WebServer:
+    """The app on a listening socket; `start` serves from a thread, `stop` ends it."""
+
+    def __init__(self, config: Config, store: Store, clock: Clock,
+                 listen: tuple[str, int] | None = None):
+        host, port = listen or web_config(config).listen
+        self.server: BaseWSGIServer = make_server(host, port, create_app(config, store=store,
+                                                                          clock=clock),
+                                                  threaded=True)
+        self._thread: threading.Thread | None = None
+        # Access lines carry the form's prefill links (names, addresses): debug logging only.
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.server.server_address[:2]
+
+    def start(self) -> WebServer:
+        self._thread = threading.Thread(target=self.server.serve_forever, name="web", daemon=True)
+        self._thread.start()
+        log.info("web listening on http://%s:%s/", *self.address)
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+def start_web(config: Config, store: Store, clock: Clock) -> WebServer | None:
+    """The web server for `helpdesk run`, started; None when [web] enabled = false."""
+    if not web_config(config).enabled:
+        return None
+    return WebServer(config, store, clock).start()
