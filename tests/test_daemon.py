@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from email.header import decode_header, make_header
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,8 @@ def test_run_receives_files_acknowledges_and_stops_cleanly_on_sigterm(daemon_con
             return acks or None
 
         [ack] = wait_until(acknowledged, what="the acknowledgement in the Maildir")
-        assert "[#JAN-1]" in ack["Subject"] and ack["In-Reply-To"] == "<daemon-test@bursztyn.pl>"
+        subject = str(make_header(decode_header(ack["Subject"])))
+        assert "[#JAN-1]" in subject and ack["In-Reply-To"] == "<daemon-test@bursztyn.pl>"
         tickets = json.loads(helpdesk(config, "tickets", "--json").stdout)
         assert [(t["number"], t["client"], t["channel"]) for t in tickets] == \
             [("JAN-1", "Sieć Bursztyn", "email")]

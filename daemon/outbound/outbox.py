@@ -10,6 +10,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
+from email.errors import HeaderParseError
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, quote
@@ -26,7 +28,9 @@ from daemon.tickets import append_message
 
 LINE_BREAKS_RE = re.compile(r"[\r\n\x00]+")
 # local@domain without spaces or the characters that separate or quote addresses.
-ADDRESS_RE = re.compile(r'[^\s@<>,;:"()\[\]\\]+@[^\s@<>,;:"()\[\]\\]+\.[^\s@<>,;:"()\[\]\\]+')
+# No spaces, specials or control characters (a hostile From: may carry any byte).
+_ATOM = r'[^\s\x00-\x1f\x7f@<>,;:"()\[\]\\]+'
+ADDRESS_RE = re.compile(rf'{_ATOM}@{_ATOM}\.{_ATOM}')
 # Long threads: keep the first (the thread's root) and the latest references (RFC 5322 3.6.4).
 MAX_REFERENCES = 20
 
@@ -145,7 +149,11 @@ def thread_references(references, parent: str | None) -> list[str]:
 
 def deliverable(address: str) -> bool:
     """Whether ADDRESS can be written into a header and handed to a relay."""
-    return bool(ADDRESS_RE.fullmatch(one_line(address or "")))
+    try:
+        _address(address or "")
+    except ValueError:
+        return False
+    return True
 
 
 def envelope_recipients(to, cc) -> list[str]:
@@ -168,17 +176,41 @@ def _address(addr_spec: str, name: str = "") -> str:
         return f'"{quote(name)}" <{address}>' if name else address
     try:
         return str(Address(display_name=name, addr_spec=address))
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, HeaderParseError) as exc:
         raise ValueError(f"not an email address: {addr_spec!r} ({exc})") from None
+
+
+def header_text(value: str) -> str:
+    """A one-line value as a header carries it: RFC 2047 words when it needs them.
+
+    Encoded here, and the header set raw, because the standard library's own folding
+    raises on some text a person can type (a literal ``=?utf-8?b?…?=`` next to Polish
+    letters), and subjects and names come from customers.
+    """
+    value = one_line(value)
+    if value.isascii() and "=?" not in value:
+        return value
+    return Header(value, "utf-8").encode(linesep="\r\n")
+
+
+def _from_header(address: str, name: str) -> str:
+    plain = _address(address)  # validates
+    name = one_line(name)
+    if not name:
+        return plain
+    if name.isascii() and "=?" not in name:
+        return _address(address, name)
+    return f"{header_text(name)} <{plain}>"
 
 
 # -- the message -------------------------------------------------------------------------------
 def _mail_policy(addresses: list[str]) -> policy.EmailPolicy:
     # RFC 2047 encodes non-ASCII names and subjects; only a non-ASCII address needs
-    # raw UTF-8 headers, and with them SMTPUTF8 at the relay.
+    # raw UTF-8 headers, and with them SMTPUTF8 at the relay. Headers set raw (Subject,
+    # From) are already encoded and folded: the generator must not refold them.
     if all(address.isascii() for address in addresses):
-        return policy.SMTP
-    return policy.SMTPUTF8
+        return policy.SMTP.clone(refold_source="none")
+    return policy.SMTPUTF8.clone(refold_source="none")
 
 
 def _headers(*, sender: str, name: str, to, cc, reply_to: str | None, subject: str,
@@ -187,13 +219,13 @@ def _headers(*, sender: str, name: str, to, cc, reply_to: str | None, subject: s
     if not to:
         raise ValueError("a mail needs at least one recipient")
     mail = EmailMessage(policy=_mail_policy([sender, *to, *cc, reply_to or ""]))
-    mail["From"] = _address(sender, name)
+    mail.set_raw("From", _from_header(sender, name))
     mail["To"] = ", ".join(_address(a) for a in to)
     if cc:
         mail["Cc"] = ", ".join(_address(a) for a in cc)
     if reply_to:
         mail["Reply-To"] = _address(reply_to)
-    mail["Subject"] = subject
+    mail.set_raw("Subject", header_text(subject))
     mail["Date"] = format_datetime(now.astimezone(config.tz))
     mail["Message-ID"] = f"<{message_id}>"
     if parent:
