@@ -1,4 +1,5 @@
-"""The `helpdesk` command line: run the daemon, migrate, ingest files, inspect tickets."""
+"""The `helpdesk` command line: run the daemon, migrate, ingest files, inspect tickets,
+manage web accounts, serve the web."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +7,7 @@ import json
 import logging
 import sys
 from collections import Counter
+from datetime import date
 from pathlib import Path
 
 from sqlalchemy import select
@@ -103,7 +105,8 @@ def cmd_tickets(args, config) -> int:
         query = select(Ticket).order_by(Ticket.id)
         if args.status:
             query = query.where(Ticket.status == args.status)
-        rows = [ticket_summary(t, config.tz) for t in session.scalars(query).unique()]
+        now = args.clock.now()
+        rows = [ticket_summary(t, config.tz, now) for t in session.scalars(query).unique()]
     if args.json:
         _print_json(rows)
     else:
@@ -121,7 +124,7 @@ def cmd_ticket(args, config) -> int:
         ticket = session.scalar(select(Ticket).where(Ticket.number == args.number.upper()))
         if ticket is None:
             raise CommandError(f"no ticket {args.number}")
-        detail = ticket_detail(ticket, config.tz)
+        detail = ticket_detail(ticket, config.tz, args.clock.now())
     if args.json:
         _print_json(detail)
     else:
@@ -134,14 +137,13 @@ def cmd_ticket(args, config) -> int:
 
 
 def cmd_quarantine(args, config) -> int:
-    from daemon.store.models import RawMessage
+    from daemon.quarantine import quarantined
     from daemon.views import quarantine_view
     store = _open_store(config, migrate=False)
     if args.action == "retry":
         return _quarantine_retry(args, config, store)
     with store.transaction() as session:
-        rows = [quarantine_view(r, config.tz) for r in session.scalars(
-            select(RawMessage).where(RawMessage.status == "quarantined").order_by(RawMessage.id))]
+        rows = [quarantine_view(r, config.tz) for r in quarantined(session)]
     if args.json:
         _print_json(rows)
     else:
@@ -167,27 +169,135 @@ def cmd_outbox(args, config) -> int:
 
 
 def _quarantine_retry(args, config, store: Store) -> int:
-    from sqlalchemy import update
-
     from daemon.pipeline import Pipeline
-    from daemon.store.models import RawMessage
+    from daemon.quarantine import retry_quarantined
     if not args.ids:
         raise CommandError("quarantine retry: name the record IDs (see `helpdesk quarantine`)")
     pipeline = Pipeline(config, store, args.clock)
     failed = 0
     for raw_id in args.ids:
-        with store.transaction() as session:
-            changed = session.execute(update(RawMessage).where(
-                RawMessage.id == raw_id, RawMessage.status == "quarantined")
-                .values(status="pending", reason=None)).rowcount
-        if not changed:
+        status = retry_quarantined(pipeline, raw_id)
+        if status is None:
             print(f"{raw_id}: not in quarantine", file=sys.stderr)
             failed += 1
             continue
-        status = pipeline.process_one(raw_id)
         print(f"{raw_id}: {status}")
         failed += status == "quarantined"
     return 1 if failed else 0
+
+
+def _password(args) -> str:
+    """--password, else asked twice on a terminal, else one line from a pipe."""
+    if args.password is not None:
+        return args.password
+    if sys.stdin.isatty():
+        import getpass
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != first:
+            raise CommandError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_user(args, config) -> int:
+    from webform.accounts import AccountError, add_user, disable_user, set_password
+    store = _open_store(config, migrate=True)
+    password = _password(args) if args.action in ("add", "passwd") else None
+    try:
+        with store.transaction() as session:
+            if args.action == "add":
+                row, created = add_user(session, config, args.email, role=args.role,
+                                        tier=args.tier, name=args.name, password=password)
+                done = f"account {'created' if created else 'updated'} ({row.role}, {row.tier})"
+            elif args.action == "passwd":
+                set_password(session, args.email, password)
+                done = "password changed; its earlier sessions are signed out"
+            else:
+                disable_user(session, config, args.email)
+                done = "web access removed; its sessions are signed out"
+    except AccountError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"{args.email.strip().lower()}: {done}")
+    return 0
+
+
+def cmd_web(args, config) -> int:
+    import signal
+    import threading
+
+    from webform.serve import WebServer
+    store = _open_store(config, migrate=True)
+    server = WebServer(config, store, args.clock, listen=args.listen).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(timeout=1):
+        pass
+    server.stop()
+    log.info("web stopped")
+    return 0
+
+
+def _listen(text: str):
+    try:
+        return config_module.parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_rules(args, config) -> int:
+    """rules explain FILE.eml: what routing would do with the mail, changing nothing."""
+    from daemon.parse import UnparseableMail, parse_mail
+    from daemon.rules.explain import explain_mail, format_explanation
+    if args.mailbox and not config.mailbox(args.mailbox):
+        raise CommandError(f"--mailbox {args.mailbox}: not a configured mailbox")
+    try:
+        mail = parse_mail(Path(args.file).read_bytes(),
+                          attachment_max_bytes=config.limits.attachment_max_bytes)
+    except OSError as exc:
+        raise CommandError(f"{args.file}: {exc.strerror}") from None
+    except UnparseableMail as exc:
+        raise CommandError(f"{args.file}: not a mail: {exc}") from None
+    explanation = explain_mail(config, mail, now=args.clock.now(), mailbox=args.mailbox,
+                               channel=args.channel, category=args.category)
+    if args.json:
+        _print_json(explanation)
+    else:
+        print(format_explanation(explanation))
+    return 0
+
+
+def cmd_sla(args, config) -> int:
+    """sla recompute: due times of open tickets again from their history (after a config change)."""
+    from daemon.rules.sla import recompute_open_tickets
+    store = _open_store(config, migrate=False)
+    count = recompute_open_tickets(config, store, args.clock.now())
+    print(f"due times recomputed on {count} open tickets")
+    return 0
+
+
+def cmd_report(args, config) -> int:
+    """report --from --to: service figures for local days FROM..TO (inclusive)."""
+    from daemon.reports import report, to_csv, to_text
+    if args.last < args.first:
+        raise CommandError("--to is before --from")
+    store = _open_store(config, migrate=False)
+    with store.transaction() as session:
+        result = report(session, config, args.first, args.last, args.clock.now())
+    if args.json:
+        _print_json(result)
+    elif args.csv:
+        sys.stdout.write(to_csv(result))
+    else:
+        print(to_text(result))
+    return 0
+
+
+def _date(text: str):
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date like 2026-03-29: {text!r}") from None
 
 
 def _instant(text: str):
@@ -241,6 +351,57 @@ def build_parser() -> argparse.ArgumentParser:
     outbox.add_argument("--json", action="store_true")
     outbox.add_argument("--status", choices=("pending", "sent", "failed"))
     outbox.set_defaults(func=cmd_outbox)
+
+    rules = commands.add_parser("rules", help="routing rules: explain what they do with a mail")
+    rules_actions = rules.add_subparsers(dest="action", required=True, metavar="ACTION")
+    explain = rules_actions.add_parser("explain", help="which rules match FILE.eml and why; "
+                                                       "the resulting tier, priority and due times")
+    explain.add_argument("file", metavar="FILE.eml")
+    explain.add_argument("--mailbox", help="the mailbox it counts as sent to (default: from To/Cc)")
+    explain.add_argument("--channel", default="email", help="email (default), web or phone")
+    explain.add_argument("--category", help="the form category, for rules that test one")
+    explain.add_argument("--json", action="store_true")
+    explain.set_defaults(func=cmd_rules)
+
+    sla = commands.add_parser("sla", help="SLA clocks")
+    sla_actions = sla.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sla_actions.add_parser("recompute", help="recompute open tickets' due times from their "
+                                             "history, e.g. after contracts changed").set_defaults(
+        func=cmd_sla)
+
+    report = commands.add_parser("report", help="service figures for local days FROM..TO: "
+                                                "volume, speed, SLA, L1 rate, ratings")
+    report.add_argument("--from", dest="first", type=_date, metavar="DATE", required=True)
+    report.add_argument("--to", dest="last", type=_date, metavar="DATE", required=True,
+                        help="the last day, inclusive")
+    output = report.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument("--csv", action="store_true", help="one row per group of each breakdown")
+    report.set_defaults(func=cmd_report)
+
+    user = commands.add_parser("user", help="web accounts of coordinators and technicians")
+    user_actions = user.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = user_actions.add_parser("add", help="give EMAIL a web account (or update it)")
+    add.add_argument("email")
+    add.add_argument("--role", required=True, choices=config_module.ROLES)
+    add.add_argument("--tier", choices=config_module.TIERS)
+    add.add_argument("--name", help="display name (default: from the configuration or the address)")
+    passwd = user_actions.add_parser("passwd", help="set a new password for EMAIL")
+    passwd.add_argument("email")
+    for action in (add, passwd):
+        action.add_argument("--password", help="the password; without it: asked on a terminal, "
+                                               "else one line read from standard input")
+    disable = user_actions.add_parser("disable", help="take EMAIL's web access away")
+    disable.add_argument("email")
+    user.set_defaults(func=cmd_user)
+
+    web = commands.add_parser("web", help="serve the web (form, triage) without the daemon")
+    web.add_argument("--listen", type=_listen, metavar="HOST:PORT",
+                     help="default: [web] listen, 127.0.0.1:8080")
+    web.set_defaults(func=cmd_web)
+
+    from daemon.calls_cli import add_calls_parser
+    add_calls_parser(commands)
     return parser
 
 

@@ -101,6 +101,7 @@ class TicketPolicy:
     reopen_days: int = 14              # a customer reply reopens a resolved ticket this long
     attach_max_bytes: int = 5 * 1024 * 1024  # larger customer files reach technicians as links
     coordinator_digest: timedelta | None = None  # None: one notice per new ticket
+    discard_keep_days: int = 30        # discarded quarantine records keep their bytes this long
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,9 @@ KNOWN_LATER_SECTIONS = ("outbound", "web", "calendars", "contracts", "rules", "s
                         "pbx_sources", "calls", "form")
 # Components that parse a later section themselves, as "module:function(config, env) ->
 # list of problems". Named, not imported: those modules import this one.
-LATE_VALIDATORS = ("daemon.outbound.config:outbound_problems",)
+LATE_VALIDATORS = ("daemon.outbound.config:outbound_problems", "webform.config:web_problems",
+                   "daemon.rules.sla_config:sla_problems",
+                   "daemon.ingest.calls.config:calls_problems")
 
 
 class _Reader:
@@ -352,7 +355,10 @@ def _ticket_policy(doc: dict, problems: list[str]) -> TicketPolicy:
         reopen_days=tickets.get("reopen_days", int, TicketPolicy.reopen_days),
         attach_max_bytes=notifications.get("attach_max_bytes", int, TicketPolicy.attach_max_bytes),
         coordinator_digest=digest,
+        discard_keep_days=tickets.get("discard_keep_days", int, TicketPolicy.discard_keep_days),
     )
+    if policy.discard_keep_days < 0:
+        tickets.fail("discard_keep_days", f"must be 0 or more, got {policy.discard_keep_days}")
     tickets.finish()
     notifications.finish()
     return policy

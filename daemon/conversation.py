@@ -2,7 +2,7 @@
 
 Pipeline steps run inside the record's transaction, so every mail they queue is written
 together with the ticket change that caused it. The ticket actions (assign, change tier,
-priority or status) are shared with the web.
+priority or status, internal notes, attaching or splitting held mail) are shared with the web.
 """
 from __future__ import annotations
 
@@ -19,9 +19,14 @@ from daemon.outbound.outbox import OutgoingAttachment, deliverable, enqueue
 from daemon.outbound.render import render_mail
 from daemon.rules.commands import HELP, Command, parse_commands
 from daemon.rules.quotes import REPLY_ABOVE, strip_quoted
-from daemon.rules.threading import ThreadMatch
-from daemon.store.models import AutoReplyLog, Blob, Event, Message, Technician, Ticket
-from daemon.tickets import record_event
+from daemon.parse import ParsedMail
+from daemon.rules.routing import route_new_ticket
+from daemon.ratings import rating_links
+from daemon.rules.sla import follow_status, refresh_clocks
+from daemon.rules.threading import ThreadMatch, tag_pattern
+from daemon.store.models import AutoReplyLog, Blob, Event, Message, RawMessage, Technician, Ticket
+from daemon.tickets import (add_participant, move_message, open_ticket, record_event,
+                            refresh_held)
 
 log = logging.getLogger(__name__)
 BRAND = "Jantar Helpdesk"
@@ -132,6 +137,7 @@ def assign(session: Session, config: Config, ticket: Ticket, technician: Technic
     ticket.updated_at = now
     record_event(session, ticket, "assigned", now, actor=actor, assignee=technician.email,
                  tier=technician.tier)
+    refresh_clocks(session, config, ticket, now, reason="assigned")  # the tier may have changed
     notify_assignee(session, config, ticket, now)
 
 
@@ -142,6 +148,7 @@ def change_tier(session: Session, config: Config, ticket: Ticket, tier: str, *, 
     if ticket.assignee and ticket.assignee.tier != tier:
         ticket.assignee = None  # the person worked at the old tier; the new tier picks it up
     record_event(session, ticket, "tier_changed", now, actor=actor, previous=previous, tier=tier)
+    refresh_clocks(session, config, ticket, now, reason="tier_changed")
     team = [t.email for t in session.scalars(select(Technician).where(
         Technician.active, Technician.tier == tier, Technician.role == "technician"))]
     team = team or [t.email for t in config.coordinators]
@@ -151,26 +158,97 @@ def change_tier(session: Session, config: Config, ticket: Ticket, tier: str, *, 
                       previous_tier=previous, actor=actor)
 
 
-def change_priority(session: Session, ticket: Ticket, priority: str, *, actor: str,
-                    now: datetime) -> None:
+def change_priority(session: Session, config: Config, ticket: Ticket, priority: str, *,
+                    actor: str, now: datetime) -> None:
     record_event(session, ticket, "priority_changed", now, actor=actor,
                  previous=ticket.priority, priority=priority)
     ticket.priority, ticket.updated_at = priority, now
+    refresh_clocks(session, config, ticket, now, reason="priority_changed")
+
+
+def change_contract(session: Session, config: Config, ticket: Ticket, contract: str, *,
+                    actor: str, now: datetime) -> None:
+    """Put the ticket under another contract; its clocks are recomputed from arrival."""
+    record_event(session, ticket, "contract_changed", now, actor=actor,
+                 previous=ticket.contract, contract=contract)
+    ticket.contract, ticket.updated_at = contract, now
+    refresh_clocks(session, config, ticket, now, reason="contract_changed")
 
 
 def change_status(session: Session, config: Config, ticket: Ticket, status: str, *, actor: str,
                   now: datetime) -> None:
     if status == ticket.status:
         return
-    record_event(session, ticket, "status_changed", now, actor=actor, previous=ticket.status,
+    previous = ticket.status
+    record_event(session, ticket, "status_changed", now, actor=actor, previous=previous,
                  status=status)
     ticket.status, ticket.updated_at = status, now
+    # Sets resolved_at on resolve; pauses, resumes or stops the SLA clocks.
+    follow_status(session, config, ticket, previous, now)
     if status == "resolved":
-        ticket.resolved_at = now
         to, cc = _customer_recipients(config, ticket)
         send_template(session, config, ticket, "resolved", kind="resolved", now=now, to=to, cc=cc,
                       auto_submitted="auto-generated", in_reply_to=_last_customer_message_id(ticket),
-                      reopen_days=config.tickets.reopen_days)
+                      reopen_days=config.tickets.reopen_days,
+                      rating_links=rating_links(config, ticket, now))
+
+
+def add_internal_note(session: Session, ticket: Ticket, text: str, *, author_email: str,
+                      author_name: str = "", now: datetime) -> Message:
+    """A note for staff, kept on the ticket and mailed to no customer (like `#internal`)."""
+    # direction "in" as for an #internal mail: it reached the helpdesk, it did not leave it.
+    note = Message(ticket=ticket, direction="in", kind="internal", from_email=author_email,
+                   from_name=author_name, subject=ticket.subject, text=text.replace("\x00", ""),
+                   sent_at=now, created_at=now)
+    session.add(note)
+    ticket.message_count = (ticket.message_count or 0) + 1
+    ticket.updated_at = now
+    record_event(session, ticket, "internal_note", now, actor=author_email)
+    return note
+
+
+# -- held messages: the coordinator's decision ------------------------------------------
+def attach_held(session: Session, config: Config, message: Message, *, actor: str,
+                now: datetime) -> None:
+    """Accept a held message on its ticket: its sender joins the conversation (CC)."""
+    ticket = message.ticket
+    message.held = False
+    refresh_held(ticket)
+    add_participant(session, ticket, message.from_email, message.from_name)
+    record_event(session, ticket, "held_attached", now, actor=actor, email=message.from_email,
+                 message_id=message.message_id)
+    if message.kind == "customer":
+        forward_customer_message(session, config, ticket, message, now)
+
+
+def split_held(session: Session, config: Config, message: Message, *, actor: str,
+               now: datetime) -> Ticket:
+    """Move a held message into a new ticket of its own, requested by its sender.
+
+    The new ticket takes nobody from the held mail's CC: a guessed ticket tag must not
+    put the old ticket's people on a stranger's conversation, nor the other way round.
+    """
+    original = message.ticket
+    subject = tag_pattern(config.ticket_prefix).sub("", message.subject or "")
+    mail = ParsedMail(subject=" ".join(subject.split()), from_email=message.from_email,
+                      from_name=message.from_name, to=list(message.to), cc=[], reply_to=[],
+                      message_id=message.message_id, in_reply_to=[], references=[],
+                      date=message.sent_at, text=message.text, html=message.html)
+    raw = session.get(RawMessage, message.raw_id) if message.raw_id else None
+    # Held mail only comes from the mail pipeline, which files everything as "email".
+    ticket = open_ticket(session, config, mail, channel="email",
+                         mailbox=raw.mailbox if raw else original.mailbox, now=now)
+    message.held = False
+    move_message(session, message, ticket, now)
+    record_event(session, original, "held_split", now, actor=actor, email=message.from_email,
+                 message_id=message.message_id, new_ticket=ticket.number)
+    record_event(session, ticket, "split_from", now, actor=actor, original=original.number)
+    route_new_ticket(session, config, ticket, mail, now)
+    if message.kind == "customer" and may_auto_reply(session, config, ticket.requester_email, now):
+        send_template(session, config, ticket, "ack", kind="ack", now=now,
+                      to=[ticket.requester_email], auto_submitted="auto-replied",
+                      in_reply_to=message.message_id, requester_name=ticket.requester_name)
+    return ticket
 
 
 def apply_command(session: Session, config: Config, ticket: Ticket, command: Command, *,
@@ -182,7 +260,7 @@ def apply_command(session: Session, config: Config, ticket: Ticket, command: Com
     elif command.name == "tier":
         change_tier(session, config, ticket, command.argument, actor=actor, now=now)
     elif command.name == "priority":
-        change_priority(session, ticket, command.argument, actor=actor, now=now)
+        change_priority(session, config, ticket, command.argument, actor=actor, now=now)
     elif command.name == "assign":
         assign(session, config, ticket, find_technician(session, command.argument),
                actor=actor, now=now)
@@ -198,7 +276,8 @@ def form_link(config: Config, mail) -> str:
 def apply_mailbox_policy(intake) -> None:
     """On a `new_mail = "form"` mailbox new problems are sent to the web form, not ticketed."""
     mailbox = intake.config.mailbox_or_default(intake.raw.mailbox)
-    if intake.ticket is not None or intake.kind == "technician" or mailbox.new_mail != "form":
+    if intake.ticket is not None or intake.kind == "technician" or mailbox.new_mail != "form" \
+            or intake.raw.channel == "web":  # the form itself: never answer it with a form link
         return
     intake.raw.status, intake.done = "processed", True
     intake.raw.reason = "new mail on a form-only mailbox: answered with a link to the web form"
@@ -224,7 +303,9 @@ def reopen_or_split(intake) -> None:
     window = timedelta(days=intake.config.tickets.reopen_days)
     if ticket.status == "resolved" and ticket.resolved_at and intake.now - ticket.resolved_at <= window:
         record_event(intake.session, ticket, "reopened", intake.now, actor=intake.mail.from_email)
-        ticket.status, ticket.resolved_at = "open", None
+        ticket.status = "open"
+        # Clears resolved_at; the resolved stretch counts as a pause of the resolution clock.
+        follow_status(intake.session, intake.config, ticket, "resolved", intake.now)
         return
     intake.notes["follows"] = ticket
     intake.ticket, intake.match = None, ThreadMatch(None)
@@ -284,20 +365,24 @@ def _notify_coordinators(intake) -> None:
 
 
 def _customer_mail(intake) -> None:
-    ticket = intake.ticket
+    forward_customer_message(intake.session, intake.config, intake.ticket, intake.message,
+                             intake.now)
+
+
+def forward_customer_message(session: Session, config: Config, ticket: Ticket, message: Message,
+                             now: datetime) -> None:
+    """A customer's message wakes a waiting ticket and goes to its technician (or coordinators)."""
     if ticket.status == "waiting":
-        change_status(intake.session, intake.config, ticket, "open",
-                      actor=intake.mail.from_email, now=intake.now)
-    staff = [ticket.assignee.email] if ticket.assignee else [t.email for t in intake.config.coordinators]
+        change_status(session, config, ticket, "open", actor=message.from_email, now=now)
+    staff = [ticket.assignee.email] if ticket.assignee else [t.email for t in config.coordinators]
     if not staff:
         return
-    attached, linked = _files(intake.session, intake.config, intake.message,
-                              intake.config.tickets.attach_max_bytes)
-    sender = intake.mail.from_name or intake.mail.from_email
-    send_template(intake.session, intake.config, ticket, "forward", kind="forward",
-                  now=intake.now, to=staff, language=intake.config.language,
-                  from_name=f"{sender} via {BRAND}", attachments=attached, linked=linked,
-                  message=intake.message, text=strip_quoted(intake.mail.text))
+    attached, linked = _files(session, config, message, config.tickets.attach_max_bytes)
+    sender = message.from_name or message.from_email
+    send_template(session, config, ticket, "forward", kind="forward", now=now, to=staff,
+                  language=config.language, from_name=f"{sender} via {BRAND}",
+                  attachments=attached, linked=linked, message=message,
+                  text=strip_quoted(message.text))
 
 
 def _technician_mail(intake) -> None:
@@ -357,6 +442,7 @@ def relay_to_customer(session: Session, config: Config, ticket: Ticket, body: st
     if ticket.first_responded_at is None:
         ticket.first_responded_at = now
         record_event(session, ticket, "first_response", now, actor=author_email)
+        refresh_clocks(session, config, ticket, now)  # the first clock stops: no more notices
     if ticket.status == "new":
         change_status(session, config, ticket, "open", actor=author_email, now=now)
     return queued

@@ -9,7 +9,12 @@ from daemon.store.models import Client, Technician
 
 
 def sync_directory(session: Session, config: Config) -> None:
-    """Upsert clients by name and technicians by email; deactivate the ones removed."""
+    """Upsert clients by name and technicians by email; deactivate the ones removed.
+
+    A technician row with a password and no entry in the configuration is a web account
+    made by `helpdesk user add`, and is left alone: `helpdesk user disable` ends it.
+    Removing someone from the configuration therefore does not end their web sign-in.
+    """
     clients = {c.name: c for c in session.scalars(select(Client))}
     for entry in config.clients:
         row = clients.pop(entry.name, None) or Client(name=entry.name)
@@ -24,4 +29,5 @@ def sync_directory(session: Session, config: Config) -> None:
         row.name, row.tier, row.role, row.active = entry.name, entry.tier, entry.role, True
         session.add(row)
     for row in technicians.values():
-        row.active = False
+        if not row.password_hash:
+            row.active = False

@@ -555,7 +555,7 @@ class _Body:
     def html(self) -> str | None:
         if not self.markup:
             return None
-        return "\n".join(_safe_html(markup) for markup in self.markup)
+        return "\n".join(safe_html(markup) for markup in self.markup)
 
 
 def _read_body(parts: list[tuple[Message, int]], hints: _CharsetHints, defects: list[str],
@@ -815,11 +815,17 @@ def _bounded_markup(markup: str, defects: list[str]) -> str:
     return markup
 
 
-def _safe_html(markup: str) -> str:
-    """HTML safe to show: no scripts, handlers, styles, data: or javascript: URLs."""
+def safe_html(markup: str, attribute_filter=None) -> str:
+    """HTML safe to show: no scripts, handlers, styles, data: or javascript: URLs.
+
+    ATTRIBUTE_FILTER(tag, attribute, value) -> value or None (drop) lets a page narrow
+    this further, e.g. drop remote image sources until the reader asks for them.
+    """
     return nh3.clean(markup, tags=_HTML_TAGS, clean_content_tags=_CONTENT_DROPPED,
                      attributes=_HTML_ATTRIBUTES, url_schemes=_URL_SCHEMES,
-                     link_rel="noopener noreferrer nofollow", strip_comments=True)
+                     link_rel="noopener noreferrer nofollow", strip_comments=True,
+                     attribute_filter=attribute_filter)
+
 
 
 # Tags that end a line in rendered HTML; nh3 keeps only these, without attributes.

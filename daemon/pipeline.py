@@ -21,12 +21,13 @@ from sqlalchemy.orm import Session
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.conversation import apply_mailbox_policy, converse, reopen_or_split
+from daemon.ingest.calls.mail import import_report, is_report_mail
 from daemon.parse import ParsedMail, UnparseableMail, parse_mail
 from daemon.rules.classify import automatic_reason
 from daemon.rules.routing import route_new_ticket
 from daemon.rules.threading import ThreadMatch, find_thread
 from daemon.store import Store
-from daemon.store.models import Message, RawMessage, Ticket
+from daemon.store.models import Client, Message, RawMessage, Ticket
 from daemon.tickets import (add_participant, append_message, message_by_message_id,
                             open_ticket, record_event, technician_for_address)
 
@@ -91,7 +92,26 @@ def classify(intake: Intake) -> None:
         intake.kind = "auto"
 
 
+def pbx_report(intake: Intake) -> None:
+    """Mail to a `mail` PBX source's mailbox is a call report: its CSV files become call
+    records, in this record's transaction; it opens no ticket."""
+    if not is_report_mail(intake.config, intake.raw):
+        return
+    result = import_report(intake.session, intake.config, intake.raw, intake.mail, intake.now)
+    if not result.files:
+        raise Quarantine("PBX call report without a CSV attachment")
+    intake.raw.status = "processed"
+    intake.raw.reason = f"PBX call report: {result.summary()}"[:4000]
+    intake.done = True
+    log.info("<%s> PBX call report to %s: %s", intake.mail.message_id, intake.raw.mailbox,
+             result.summary())
+
+
 def thread(intake: Intake) -> None:
+    if intake.raw.channel == "web":
+        # The form reports a new problem; a ticket tag typed into its subject joins nothing.
+        intake.match = ThreadMatch(None)
+        return
     intake.match = find_thread(intake.session, intake.mail, intake.config.ticket_prefix)
     intake.ticket = intake.match.ticket
 
@@ -100,9 +120,11 @@ def file_message(intake: Intake) -> None:
     """Append the mail to its ticket, or open a new ticket for it."""
     session, mail, now = intake.session, intake.mail, intake.now
     if intake.ticket is None:
-        intake.ticket = open_ticket(session, intake.config, mail, channel="email",
+        channel = "web" if intake.raw.channel == "web" else "email"
+        intake.ticket = open_ticket(session, intake.config, mail, channel=channel,
                                     mailbox=intake.raw.mailbox, now=now)
         intake.created = True
+        _apply_form_choices(intake)
     held = bool(intake.match and intake.match.held)
     intake.message = append_message(session, intake.ticket, mail, kind=intake.kind,
                                     direction="in", now=now, raw=intake.raw, held=held)
@@ -113,6 +135,24 @@ def file_message(intake: Intake) -> None:
         _join_conversation(intake)
         record_event(session, intake.ticket, "message_added", now, actor=mail.from_email,
                      via=intake.match.via, kind=intake.kind)
+
+
+def _apply_form_choices(intake: Intake) -> None:
+    """What the web form asked for: category, the network when the address does not say,
+    and the language the reporter used the form in."""
+    form = (intake.raw.envelope or {}).get("form") if intake.raw.channel == "web" else None
+    if not form:
+        return
+    ticket = intake.ticket
+    ticket.category = str(form.get("category") or "")[:100] or None
+    if ticket.client is None and form.get("client"):
+        ticket.client = intake.session.scalar(select(Client).where(
+            Client.name == form["client"], Client.active))
+    if form.get("language") in ("pl", "en"):
+        ticket.language = form["language"]
+    record_event(intake.session, ticket, "form_choices", intake.now, actor=intake.mail.from_email,
+                 category=ticket.category, client=ticket.client.name if ticket.client else None,
+                 language=ticket.language)
 
 
 def _join_conversation(intake: Intake) -> None:
@@ -138,8 +178,9 @@ def finish(intake: Intake) -> None:
              intake.mail.from_email)
 
 
-STEPS: tuple[Step, ...] = (parse, deduplicate, classify, thread, apply_mailbox_policy,
-                           reopen_or_split, file_message, route, converse, finish)
+STEPS: tuple[Step, ...] = (parse, deduplicate, classify, pbx_report, thread,
+                           apply_mailbox_policy, reopen_or_split, file_message, route, converse,
+                           finish)
 
 
 class Pipeline:

@@ -267,19 +267,18 @@ def report(session: Session, config: Config, first: date, last: date, now: datet
             for group in sorted(groups, key=lambda g: "~" if g is None else str(g))]
     result["ratings"] = ratings(session, period, tz)
     if with_calls:
-        calls = call_figures_of(session, first, last, tz)
+        calls = call_figures_of(session, config, first, last)
         if calls is not None:
             result["calls"] = calls
     return result
 
 
-def call_figures_of(session: Session, first: date, last: date, tz: ZoneInfo) -> dict | None:
-    """The hotline's figures for the period, when this installation has the calls module."""
-    try:
-        from daemon.call_figures import call_figures
-    except ImportError:
-        return None
-    return call_figures(session, first, last, tz)
+def call_figures_of(session: Session, config: Config, first: date, last: date) -> dict | None:
+    """The hotline's figures for the period, with the configured service-level threshold."""
+    from daemon.call_figures import call_figures
+    from daemon.ingest.calls.config import calls_config
+    threshold = calls_config(config).settings.service_level_seconds
+    return call_figures(session, first, last, config.tz, threshold)
 
 
 def weekly(session: Session, config: Config, first: date, last: date, now: datetime) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The long-running daemon: IMAP pullers, SMTP receiver, the pipeline and periodic jobs."""
+"""The long-running daemon: IMAP pullers, SMTP receiver, the web, the pipeline and periodic jobs."""
 from __future__ import annotations
 
 import logging
@@ -46,12 +46,16 @@ class Daemon:
         self.pipeline = Pipeline(config, store, clock)
         self.stop = threading.Event()
         self.wake = threading.Event()
-        # "send" after "process", so that a run --once also sends what it queued.
+        # "send" after "process" and "sla sweep", so that a run --once also sends what
+        # they queued.
         self.jobs: list[Job] = [Job("process", timedelta(seconds=30), self.process_backlog),
+                                Job("sla sweep", timedelta(seconds=60), self.sweep_sla),
                                 Job("send", timedelta(seconds=10), self.send_outbox)]
+        self.jobs.append(Job("purge discarded mail", timedelta(hours=6), self.purge_discarded))
         if config.tickets.coordinator_digest:
             self.jobs.append(Job("coordinator digest", config.tickets.coordinator_digest,
                                  lambda: send_coordinator_digest(config, store, clock)))
+        self.jobs += self.pbx_jobs()
         self._threads: list[threading.Thread] = []
 
     # -- pieces -----------------------------------------------------------------------
@@ -60,10 +64,31 @@ class Daemon:
         return [ImapPuller(self.config, mailbox, self.store, self.clock, on_saved=self.wake.set)
                 for mailbox in self.config.mailboxes if mailbox.pulls_imap]
 
+    def pbx_jobs(self) -> list[Job]:
+        """One job per [[pbx_sources]] entry, on its own schedule: import, then callbacks."""
+        from daemon.ingest.calls.config import calls_config
+        return [Job(f"pbx {source.name}", source.every,
+                    lambda name=source.name: self.import_calls(name))
+                for source in calls_config(self.config).sources]
+
+    def import_calls(self, name: str) -> dict:
+        from daemon.ingest.calls.run import CallImportError, run_source
+        try:
+            return run_source(self.config, self.store, name, self.clock.now()).as_dict()
+        except CallImportError as exc:  # logged with the source; the next run tries again
+            return {"source": name, "error": str(exc)}
+
     def process_backlog(self) -> Counter:
         results = self.pipeline.process_pending(stop=self.stop)
         if results:
             log.info("processed: %s", dict(results))
+        return results
+
+    def sweep_sla(self) -> Counter:
+        from daemon.rules.sla_sweep import sweep_sla
+        results = sweep_sla(self.config, self.store, self.clock)
+        if results:
+            log.info("SLA notices: %s", dict(results))
         return results
 
     def send_outbox(self) -> Counter:
@@ -72,6 +97,10 @@ class Daemon:
         if results:
             log.info("outbox: %s", dict(results))
         return results
+
+    def purge_discarded(self) -> int:
+        from daemon.quarantine import purge_discarded
+        return purge_discarded(self.store, self.clock.now(), self.config.tickets.discard_keep_days)
 
     # -- one pass, for cron and checks -------------------------------------------------
     def run_once(self) -> dict[str, object]:
@@ -114,6 +143,8 @@ class Daemon:
             receiver = start_receiver(self.config, self.store, self.clock, on_saved=self.wake.set)
             log.info("%s receiver listening on %s:%s", self.config.smtp_server.protocol.upper(),
                      *self.config.smtp_server.listen)
+        from webform.serve import start_web
+        web = start_web(self.config, self.store, self.clock)
         for puller in self.pullers():
             self._start_thread(f"imap-{puller.mailbox.address}", lambda p=puller: p.run(self.stop))
         self._start_thread("pipeline", self._processor)
@@ -130,6 +161,8 @@ class Daemon:
             scheduler.shutdown(wait=True)
             if receiver is not None:
                 receiver.stop()
+            if web is not None:
+                web.stop()
             for thread in self._threads:
                 thread.join(timeout=30)
             log.info("helpdesk stopped")

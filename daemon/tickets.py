@@ -157,3 +157,22 @@ def message_by_message_id(session: Session, message_id: str | None) -> Message |
 
 def count_tickets(session: Session) -> int:
     return session.scalar(select(func.count(Ticket.id))) or 0
+
+
+def refresh_held(ticket: Ticket) -> None:
+    """A ticket is held while any of its messages waits for the coordinator."""
+    ticket.held = any(m.held for m in ticket.messages)
+
+
+def move_message(session: Session, message: Message, target: Ticket, now: datetime) -> Ticket:
+    """Move MESSAGE (with its files) onto TARGET; returns the ticket it came from."""
+    source = message.ticket
+    message.ticket = target
+    source.message_count = max((source.message_count or 1) - 1, 0)
+    target.message_count = (target.message_count or 0) + 1
+    source.updated_at = target.updated_at = now
+    if message.raw_id is not None:
+        raw = session.get(RawMessage, message.raw_id)
+        raw.ticket_id = target.id
+    refresh_held(source)
+    return source

@@ -4,6 +4,9 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from daemon.call_views import calls_on_ticket
+from daemon.clock import utcnow
+from daemon.rules.sla import ticket_sla
 from daemon.store.models import Attachment, Event, Message, RawMessage, Ticket
 
 
@@ -11,7 +14,8 @@ def iso(moment: datetime | None, tz: ZoneInfo) -> str | None:
     return moment.astimezone(tz).isoformat() if moment else None
 
 
-def ticket_summary(ticket: Ticket, tz: ZoneInfo) -> dict:
+def ticket_summary(ticket: Ticket, tz: ZoneInfo, now: datetime | None = None) -> dict:
+    """The ticket's fields; its SLA clocks as they stand at NOW (default: the present)."""
     return {
         "number": ticket.number,
         "subject": ticket.subject,
@@ -31,6 +35,29 @@ def ticket_summary(ticket: Ticket, tz: ZoneInfo) -> dict:
         "held": ticket.held,
         "message_count": ticket.message_count,
         "cc": [p.email for p in ticket.participants if p.role == "cc"],
+        "rating": ticket.rating,
+        "rating_comment": ticket.rating_comment,
+        "rated_at": iso(ticket.rated_at, tz),
+        **sla_view(ticket, tz, now or utcnow()),
+    }
+
+
+def sla_view(ticket: Ticket, tz: ZoneInfo, now: datetime) -> dict:
+    sla = ticket_sla(ticket, now)
+    return {
+        "contract": ticket.contract,
+        "first_response_due": iso(ticket.first_response_due, tz),
+        "resolution_due": iso(ticket.resolution_due, tz),
+        "sla_state": sla["state"],
+        "first_responded_at": iso(ticket.first_responded_at, tz),
+        "resolved_at": iso(ticket.resolved_at, tz),
+        "resolved_tier": ticket.resolved_tier,
+        "paused_seconds": sla["paused_seconds"],
+        "paused_since": iso(sla["paused_since"], tz),
+        "sla": {"calendar": ticket.sla_calendar,
+                **{clock: {"due": iso(view["due"], tz), "warn_at": iso(view["warn_at"], tz),
+                           "stopped_at": iso(view["stopped_at"], tz), "state": view["state"]}
+                   for clock, view in sla["clocks"].items()}},
     }
 
 
@@ -64,10 +91,11 @@ def event_view(event: Event, tz: ZoneInfo) -> dict:
             "detail": event.detail}
 
 
-def ticket_detail(ticket: Ticket, tz: ZoneInfo) -> dict:
-    return {**ticket_summary(ticket, tz),
+def ticket_detail(ticket: Ticket, tz: ZoneInfo, now: datetime | None = None) -> dict:
+    return {**ticket_summary(ticket, tz, now),
             "messages": [message_view(m, tz) for m in ticket.messages],
-            "events": [event_view(e, tz) for e in ticket.events]}
+            "events": [event_view(e, tz) for e in ticket.events],
+            "calls": calls_on_ticket(ticket, tz)}
 
 
 def quarantine_view(raw: RawMessage, tz: ZoneInfo) -> dict:

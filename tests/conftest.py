@@ -19,7 +19,7 @@ from daemon.store import Store
 from daemon.store.migrate import upgrade
 from daemon.store.models import Base
 
-pytest_plugins = ["tests.fixtures_dovecot", "tests.fixtures_smtp"]
+pytest_plugins = ["tests.fixtures_dovecot", "tests.fixtures_smtp", "tests.fixtures_web"]
 
 PG_BASE_URL = os.environ.get("HELPDESK_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"

@@ -40,6 +40,7 @@ def test_sigkill_while_pulling_loses_nothing_and_duplicates_nothing(imap_account
     config = write_config(tmp_path / "helpdesk.toml", {
         "helpdesk": {"database_url": db_url, "data_dir": str(tmp_path / "data")},
         "smtp_server": {"enabled": False},
+        "web": {"enabled": False},
         "limits": {"poll_interval": "1s"},
         "outbound": {"transport": "maildir", "maildir": str(tmp_path / "sent")},
         "mailboxes": [imap_account.mailbox_settings()],

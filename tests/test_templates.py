@@ -9,6 +9,7 @@ from sqlalchemy import select
 from daemon.outbound.render import builtin_templates, render_mail
 from daemon.rules.commands import HELP
 from daemon.rules.quotes import REPLY_ABOVE
+from daemon.rules.sla_config import Escalation
 from daemon.store.models import Message, Technician, Ticket
 from tests.mailfactory import make_mail
 
@@ -45,6 +46,8 @@ def context(desk):
             "mail": mail, "error": "550 no such user", "recipients": ["j@b.pl"],
             "triage_url": "http://x/tickets", "ticket_url": "http://x/tickets/JAN-1",
             "reply_above": REPLY_ABOVE, "mailbox": "sklep@jantar.pl",
+            "clock": "first_response", "due": ticket.created_at, "share_percent": 75,
+            "escalation": Escalation(priority="high", tier="L2"),
         }
 
 

@@ -6,9 +6,12 @@ autoescaped; a variable the caller did not pass is an error, never an empty stri
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import jinja2
 
@@ -56,7 +59,7 @@ def render_mail(config: Config, name: str, language: str | None, **context) -> R
     """
     roots = _roots(config)
     chosen = _language_with(roots, name, language, config.language)
-    environment = _environment(roots, chosen)
+    environment = _environment(tuple(roots), chosen, config.timezone)
     context = {"web_url": config.web_url, "ticket_prefix": config.ticket_prefix,
                "language": chosen, **context}
     subject = environment.get_template(f"{name}.subject.txt").render(context)
@@ -65,6 +68,11 @@ def render_mail(config: Config, name: str, language: str | None, **context) -> R
     if any((root / chosen / f"{name}.html").is_file() for root in roots):
         html = environment.get_template(f"{name}.html").render(context)
     return RenderedMail(subject=" ".join(subject.split()), text=text, html=html)
+
+
+def local_time(moment: datetime | None, tz: tzinfo) -> str:
+    """`{{ instant | local }}` in templates: the helpdesk's wall clock, e.g. 2026-11-25 15:00 CET."""
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z") if moment else ""
 
 
 def _roots(config: Config) -> list[Path]:
@@ -86,12 +94,18 @@ def _language_with(roots: list[Path], name: str, wanted: str | None, default: st
                           f"nor {default!r} under {', '.join(map(str, roots))}")
 
 
-def _environment(roots: list[Path], language: str) -> jinja2.Environment:
+@functools.lru_cache(maxsize=64)
+def _environment(roots: tuple[Path, ...], language: str, timezone: str) -> jinja2.Environment:
+    """One environment per folder set and language, kept: compiling templates for every mail
+    cost more than the rest of the pipeline (edited files are still reloaded: auto_reload)."""
     # One folder per language, so `{% extends "_layout.html" %}` finds the same language.
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader([root / language for root in roots]),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",),
                                             default_for_string=False, default=False),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
+    zone = ZoneInfo(timezone)
+    environment.filters["local"] = lambda moment: local_time(moment, zone)
+    return environment

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer,
-                        LargeBinary, MetaData, String, Text, UniqueConstraint)
+                        LargeBinary, MetaData, String, Text, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -120,6 +120,28 @@ class Ticket(Base):
     linked_ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     first_responded_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
+    resolved_tier: Mapped[str | None] = mapped_column(String(4))
+    # SLA clocks (daemon.rules.sla): due times are recomputed from the ticket's history.
+    contract: Mapped[str | None] = mapped_column(String(100))
+    sla_calendar: Mapped[str | None] = mapped_column(String(100))
+    first_response_due: Mapped[datetime | None]
+    first_response_warn_at: Mapped[datetime | None]
+    first_response_warning_sent_at: Mapped[datetime | None]
+    first_response_breach_sent_at: Mapped[datetime | None]
+    resolution_due: Mapped[datetime | None]
+    resolution_warn_at: Mapped[datetime | None]
+    resolution_warning_sent_at: Mapped[datetime | None]
+    resolution_breach_sent_at: Mapped[datetime | None]
+    sla_paused_at: Mapped[datetime | None]                 # waiting for the customer since
+    sla_pauses: Mapped[list[str] | None] = mapped_column(JSON)  # closed pauses: [[start, end]]
+    sla_paused_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The next instant a notice is due; null when none is. The sweep's index range scan
+    # reads only these, so its cost grows with due tickets, not with all tickets.
+    sla_alarm_at: Mapped[datetime | None] = mapped_column(index=True)
+    # The customer's rating from the resolved mail's links (daemon.ratings): 1-5, latest click.
+    rating: Mapped[int | None] = mapped_column(Integer)
+    rating_comment: Mapped[str | None] = mapped_column(Text)
+    rated_at: Mapped[datetime | None]
 
     client: Mapped[Client | None] = relationship(lazy="joined")
     assignee: Mapped[Technician | None] = relationship(lazy="joined")
@@ -255,3 +277,74 @@ class AutoReplyLog(Base):
     address: Mapped[str] = mapped_column(String(320))
     sent_at: Mapped[datetime]
     __table_args__ = (Index("ix_auto_reply_log_address_sent_at", "address", "sent_at"),)
+
+
+def _partial_index(table: str, column: str, *more: str, where: str | None = None) -> Index:
+    """An index of the rows where COLUMN is set (queries on COLUMN = x can use it), or of
+    the rows WHERE says."""
+    condition = text(where or f"{column} IS NOT NULL")
+    return Index(f"ix_{table}_{'_'.join((column, *more))}", column, *more,
+                 sqlite_where=condition, postgresql_where=condition)
+
+
+class Call(Base):
+    """One attempt to reach the hotline (or a call out of it), as the PBX recorded it.
+
+    Numbers are E.164 (``+48611002030``), an internal extension (``"101"``), or null for a
+    withheld caller. `callback` follows a missed inbound call: pending (not yet decided),
+    followed (contact made without a ticket), opened (it opened a callback ticket),
+    joined (it was added to an open one) or stale (too old when first seen to call back).
+    """
+
+    __tablename__ = "calls"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    source: Mapped[str] = mapped_column(String(100))           # [[pbx_sources]] name
+    call_id: Mapped[str] = mapped_column(String(200))          # the PBX's id, unique per source
+    direction: Mapped[str] = mapped_column(String(8))          # in, out, internal
+    caller: Mapped[str | None] = mapped_column(String(40))
+    callee: Mapped[str | None] = mapped_column(String(40))
+    queue: Mapped[str | None] = mapped_column(String(100))
+    extension: Mapped[str | None] = mapped_column(String(100))  # the technician as the PBX named them
+    technician_id: Mapped[int | None] = mapped_column(ForeignKey("technicians.id"))
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    answered_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    wait_seconds: Mapped[int | None] = mapped_column(Integer)
+    talk_seconds: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))           # answered, missed, abandoned, busy, failed, voicemail
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"))
+    contact: Mapped[str | None] = mapped_column(String(320))   # the caller's address, when known
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    callback: Mapped[str | None] = mapped_column(String(16))
+    callback_due: Mapped[datetime | None]                      # business target for calling back
+    callback_at: Mapped[datetime | None]                       # when contact was made again
+    raw: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the row as the PBX gave it
+    source_line: Mapped[str] = mapped_column(String(1000), default="")  # file:line it came from
+    imported_at: Mapped[datetime]
+
+    client: Mapped[Client | None] = relationship(lazy="joined")
+    technician: Mapped[Technician | None] = relationship(lazy="joined")
+    ticket: Mapped[Ticket | None] = relationship(lazy="joined")
+
+    # Indexes cost a large import dearly, an index on random callers most of all, so they
+    # are few and mostly partial: most calls have no ticket, callback state or known
+    # contact. Calls from a number are found within a time range (started_at); calls out
+    # to a number, which close callbacks whenever they come, by the callee of calls out.
+    __table_args__ = (UniqueConstraint("source", "call_id"),
+                      _partial_index("calls", "callee", "started_at", where="direction = 'out'"),
+                      _partial_index("calls", "client_id", "started_at"),
+                      _partial_index("calls", "contact", "started_at"),
+                      _partial_index("calls", "ticket_id"),
+                      _partial_index("calls", "callback"))
+
+
+class PbxSourceState(Base):
+    """Where a [[pbx_sources]] entry was read up to, and how its last run went."""
+
+    __tablename__ = "pbx_source_states"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    cursor: Mapped[dict[str, Any]] = mapped_column(default=dict)  # per kind: files' offsets, API time
+    last_run_at: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_result: Mapped[dict[str, Any]] = mapped_column(default=dict)
