@@ -149,11 +149,12 @@ class Config:
 DEFAULT_MAILBOX = Mailbox(address="sklep@jantar.pl")
 KNOWN_LATER_SECTIONS = ("outbound", "web", "calendars", "contracts", "rules", "sla",
                         "pbx_sources", "calls", "form")
-# Components that parse a later section themselves, as "module:function(config, env) ->
-# list of problems". Named, not imported: those modules import this one.
-LATE_VALIDATORS = ("daemon.outbound.config:outbound_problems", "webform.config:web_problems",
-                   "daemon.rules.sla_config:sla_problems",
-                   "daemon.ingest.calls.config:calls_problems")
+# Components that parse a later section themselves, as "module:loader" where
+# loader(config, env) returns their typed settings or raises ConfigError. Named, not
+# imported: those modules import this one.
+LATE_VALIDATORS = ("daemon.outbound.config:outbound_config", "webform.config:web_config",
+                   "daemon.rules.sla_config:sla_config",
+                   "daemon.ingest.calls.config:calls_config")
 
 
 class _Reader:
@@ -401,7 +402,10 @@ def _late_problems(config: Config, env: dict[str, str]) -> list[str]:
     problems: list[str] = []
     for name in LATE_VALIDATORS:
         module, _, function = name.partition(":")
-        problems += getattr(importlib.import_module(module), function)(config, env)
+        try:
+            getattr(importlib.import_module(module), function)(config, env)
+        except ConfigError as exc:
+            problems += exc.problems
     return problems
 
 

@@ -77,15 +77,6 @@ def web_config(config: Config, env: dict[str, str] | None = None) -> WebConfig:
     return web
 
 
-def web_problems(config: Config, env: dict[str, str]) -> list[str]:
-    """The late validator daemon.config.from_dict runs, so check-config reports [web] and [form]."""
-    try:
-        web_config(config, env)
-    except ConfigError as exc:
-        return exc.problems
-    return []
-
-
 def _web(r: _Reader, env: dict[str, str], form: FormConfig) -> WebConfig:
     secure = r.get("secure_cookies", bool, None)
     web = WebConfig(

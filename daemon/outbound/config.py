@@ -53,15 +53,6 @@ def outbound_config(config: Config, env: dict[str, str] | None = None) -> Outbou
     return outbound
 
 
-def outbound_problems(config: Config, env: dict[str, str]) -> list[str]:
-    """The late validator daemon.config.from_dict runs, so check-config reports [outbound]."""
-    try:
-        outbound_config(config, env)
-    except ConfigError as exc:
-        return exc.problems
-    return []
-
-
 def _read(r: _Reader, config: Config, env: dict[str, str]) -> OutboundConfig:
     port = r.get("smtp_port", int, OutboundConfig.smtp_port)
     templates_dir = r.get("templates_dir", str, None)

@@ -134,15 +134,6 @@ def sla_config(config: Config, env: dict[str, str] | None = None) -> SlaConfig:
     return sla
 
 
-def sla_problems(config: Config, env: dict[str, str]) -> list[str]:
-    """The late validator daemon.config.from_dict runs, so check-config reports these."""
-    try:
-        sla_config(config, env)
-    except ConfigError as exc:
-        return exc.problems
-    return []
-
-
 def _read(config: Config, problems: list[str]) -> SlaConfig:
     extra = config.extra
     calendars = _named(BUILTIN_CALENDARS, extra, "calendars", problems,

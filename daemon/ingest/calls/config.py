@@ -124,15 +124,6 @@ def calls_config(config: Config, env: dict[str, str] | None = None) -> CallsConf
     return CallsConfig(tuple(sources), settings)
 
 
-def calls_problems(config: Config, env: dict[str, str]) -> list[str]:
-    """The late validator daemon.config.from_dict runs, so check-config reports these."""
-    try:
-        calls_config(config, env)
-    except ConfigError as exc:
-        return exc.problems
-    return []
-
-
 # -- [[pbx_sources]] ----------------------------------------------------------------------
 def _sources(config: Config, env: dict[str, str], problems: list[str]) -> list[PbxSource]:
     tables = config.extra.get("pbx_sources", [])
