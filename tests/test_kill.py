@@ -33,7 +33,8 @@ def start(config) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_sigkill_while_pulling_loses_nothing_and_duplicates_nothing(imap_account, db_url, tmp_path):
-    body = "Dzień dobry,\nopis problemu w sklepie.\n" + "Szczegóły logu kasy: 0123456789\n" * 400
+    # ~80 KB each: big enough that pulling takes a while and the kills land mid-pull.
+    body = "Dzień dobry,\nopis problemu w sklepie.\n" + "Szczegóły logu kasy: 0123456789\n" * 2500
     imap_account.append_many(
         make_mail(sender=f"sklep{n % 30}@bursztyn.pl", subject=f"Problem nr {n}", body=body,
                   message_id=f"<kill-{n}@bursztyn.pl>") for n in range(MESSAGES))
@@ -53,7 +54,7 @@ def test_sigkill_while_pulling_loses_nothing_and_duplicates_nothing(imap_account
         process = start(config)
         try:
             wait_until(lambda: count(store) >= threshold or process.poll() is not None,
-                       timeout=120, what=f"{threshold} saved records")
+                       timeout=120, what=f"{threshold} saved records", interval=0.005)
             time.sleep(jitter.uniform(0, 0.05))
         finally:
             process.send_signal(signal.SIGKILL)
