@@ -759,6 +759,11 @@ def _safe_filename(name: str, content_type: str, number: int) -> str:
     return name[:MAX_FILENAME_CHARS]
 
 
+def safe_filename(name: str, content_type: str = "application/octet-stream") -> str:
+    """The parser's rule for a file name anyone can send us, for uploads too."""
+    return _safe_filename(name or "", content_type, 1)
+
+
 def _generated_filename(content_type: str, number: int) -> str:
     if content_type == "application/ms-tnef":
         return "winmail.dat"  # the name Outlook users and TNEF tools expect

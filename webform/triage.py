@@ -24,6 +24,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from daemon.parse import safe_filename
 from daemon.config import PRIORITIES, TIERS
 from daemon.conversation import (add_internal_note, assign, attach_held, change_priority,
                                  change_status, change_tier, relay_to_customer, split_held)
@@ -292,13 +293,6 @@ def note(number: str):
     return _to_ticket(found.number, "#thread-end")
 
 
-def _upload_name(name: str) -> str:
-    """An uploaded file's name as a mail may carry it: no path, no control characters."""
-    name = unicodedata.normalize("NFC", name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if unicodedata.category(c)[0] != "C" and c not in '<>:"|?*')
-    return name.strip(". ")[:200] or "attachment.bin"
-
-
 def _uploads() -> list[OutgoingAttachment]:
     limit = helpdesk().config.limits.attachment_max_bytes
     files = []
@@ -308,8 +302,9 @@ def _uploads() -> list[OutgoingAttachment]:
         data = upload.read(limit + 1)
         if len(data) > limit:
             abort(413, f"{upload.filename}: larger than {limit} bytes")
-        files.append(OutgoingAttachment(_upload_name(upload.filename),
-                                        upload.mimetype or "application/octet-stream", data))
+        content_type = upload.mimetype or "application/octet-stream"
+        files.append(OutgoingAttachment(safe_filename(upload.filename, content_type),
+                                        content_type, data))
     return files
 
 
