@@ -13,7 +13,9 @@ Definitions (inbound calls only, except `outgoing`):
   callback ticket count once, with the call that opened it.
 
 Per day and per hour of day on the helpdesk's time zone, and per technician (answered,
-talk time, outgoing). Rates are None when nothing was offered.
+talk time, outgoing). Rates are None when nothing was offered. `missed_by_weekday_hour`
+counts the missed and abandoned inbound calls per weekday (Monday first) and local hour,
+for the dashboard's chart of when L1 is short of hands.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from sqlalchemy.orm import Session
 from daemon.store.models import Call, Technician
 
 OTHER_OUTCOMES = ("busy", "failed", "voicemail")
+UNANSWERED = ("missed", "abandoned")
 
 
 @dataclass
@@ -55,7 +58,7 @@ class Tally:
         self.offered += 1
         if call.outcome == "answered":
             self._answered(call, threshold)
-        elif call.outcome in ("missed", "abandoned"):
+        elif call.outcome in UNANSWERED:
             setattr(self, call.outcome, getattr(self, call.outcome) + 1)
         else:
             self.other += 1
@@ -117,6 +120,7 @@ def call_figures(session: Session, first: date, last: date, tz: ZoneInfo,
     start, end = period(first, last, tz)
     total, days, hours = Tally(), defaultdict(Tally), defaultdict(Tally)
     technicians: dict[str | None, Tally] = defaultdict(Tally)
+    missed = MissedGrid()
     rows = session.execute(
         select(Call.direction, Call.outcome, Call.started_at, Call.wait_seconds,
                Call.talk_seconds, Call.callback, Call.callback_due, Call.callback_at,
@@ -128,6 +132,7 @@ def call_figures(session: Session, first: date, last: date, tz: ZoneInfo,
         local = call.started_at.astimezone(tz)
         for tally in (total, days[local.date()], hours[local.hour]):
             tally.add(call, service_level_seconds)
+        missed.add(call, local)
         if call.email or call.direction == "in" and call.outcome == "answered":
             technicians[call.email].add(call, service_level_seconds)
     return {
@@ -140,7 +145,19 @@ def call_figures(session: Session, first: date, last: date, tz: ZoneInfo,
         "per_technician": [{"technician": email, **tally.technician_dict()}
                            for email, tally in sorted(technicians.items(),
                                                       key=lambda item: item[0] or "~")],
+        "missed_by_weekday_hour": missed.counts,
     }
+
+
+class MissedGrid:
+    """Missed and abandoned inbound calls per weekday (0 = Monday) and local hour: 7 × 24."""
+
+    def __init__(self) -> None:
+        self.counts = [[0] * 24 for _ in range(7)]
+
+    def add(self, call, local: datetime) -> None:
+        if call.direction == "in" and call.outcome in UNANSWERED:
+            self.counts[local.weekday()][local.hour] += 1
 
 
 def _days(first: date, last: date) -> list[date]:

@@ -87,8 +87,9 @@ def is_tied(session: Session, ticket: Ticket, address: str) -> bool:
 
 
 def open_ticket(session: Session, config: Config, mail: ParsedMail, *, channel: str,
-                mailbox: str | None, now: datetime) -> Ticket:
-    client = client_for_address(session, mail.from_email)
+                mailbox: str | None, now: datetime, client: Client | None = None) -> Ticket:
+    """A new ticket for MAIL; its client is CLIENT if given, else the sender's domain's."""
+    client = client or client_for_address(session, mail.from_email)
     mailbox_config = config.mailbox(mailbox) if mailbox else None
     client_config = next((c for c in config.clients if client and c.name == client.name), None)
     language = ((client_config and client_config.language)

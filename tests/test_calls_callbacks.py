@@ -11,9 +11,11 @@ from daemon.call_figures import call_figures
 from daemon.directory import sync_directory
 from daemon.ingest.calls.run import run_source
 from daemon.clock import Clock
+from daemon.conversation import change_priority, change_tier
 from daemon.ingest.intake import save_raw
 from daemon.pipeline import Pipeline
 from daemon.rules.callbacks import run_callback_check
+from daemon.rules.sla import recompute_open_tickets
 from daemon.store.models import Event, RawMessage, Ticket
 from daemon.views import ticket_detail
 from tests.callsupport import (WARSAW, by_id, calls_section, export_bytes, local,
@@ -146,6 +148,29 @@ def test_callback_target_counts_business_minutes_on_the_l1_calendar(hotline):
     [ticket] = desk.tickets()
     # 10 minutes on Friday, 20 on Monday morning
     assert ticket["first_response_due"] == "2026-11-30T08:20:00+01:00"
+
+
+def test_callback_target_survives_sla_recompute_and_tier_and_priority_changes(hotline):
+    desk = hotline()
+    desk.calls([row("1", "2026-11-25 10:00:00", BURSZTYN, "Nieodebrane")],
+               now=local("2026-11-25 10:20"))
+    later = local("2026-11-25 10:25")
+    assert recompute_open_tickets(desk.config, desk.store, later) == 1   # `helpdesk sla recompute`
+    [ticket] = desk.tickets(later)
+    assert ticket["first_response_due"] == "2026-11-25T10:30:00+01:00"   # not the contract's 14:00
+    assert ticket["sla"]["first_response"]["warn_at"] == "2026-11-25T10:22:30+01:00"
+    assert "sla_changed" not in [e["action"] for e in ticket["events"]]
+    with desk.store.transaction() as session:
+        stored = session.scalars(select(Ticket)).unique().one()
+        change_tier(session, desk.config, stored, "L2", actor="koordynator@jantar.pl", now=later)
+        change_priority(session, desk.config, stored, "urgent", actor="koordynator@jantar.pl",
+                        now=later)
+    [ticket] = desk.tickets(later)
+    assert (ticket["tier"], ticket["priority"]) == ("L2", "urgent")
+    assert ticket["first_response_due"] == "2026-11-25T10:30:00+01:00"
+    assert ticket["sla"]["first_response"]["warn_at"] == "2026-11-25T10:22:30+01:00"
+    # the resolution clock is the contract's and follows the priority: urgent, 4h from 10:20
+    assert ticket["resolution_due"] == "2026-11-25T14:20:00+01:00"
 
 
 def test_no_mail_goes_out_for_a_callback_ticket(hotline):

@@ -1,4 +1,5 @@
-"""Charts as inline SVG drawn on the server: weekly lines and bars a person reads at a glance.
+"""Charts as inline SVG drawn on the server: weekly lines and bars, and a heat map, that a
+person reads at a glance.
 
 No JavaScript and nothing fetched: the page's CSP forbids both, and an SVG written into
 the HTML prints, zooms and works offline. Every text in a chart (title, axis labels,
@@ -166,3 +167,59 @@ def bar_chart(key: str, title: str, labels: list[str], series: Series, *, y_labe
              f'{"".join(bars)}</g>')
     return _svg(title, parts + [group] + _legend([(series.name, series.colour, False)]),
                 x_label, key)
+
+
+# -- heat map -----------------------------------------------------------------------------
+HEAT = ("#f3f5f7", "#fde0d2", "#fcae91", "#fb6a4a", "#de2d26", "#a50f15")  # 0, then 5 steps
+HEAT_LEFT, HEAT_TOP, HEAT_ROW = 44, 30, 24
+
+
+def heat_level(count: int, most: int) -> int:
+    """0 for nothing, else 1-5 by the share of the busiest cell (a single call shows)."""
+    return 0 if count <= 0 or most <= 0 else max(1, -(-5 * count // most))
+
+
+def heat_map(key: str, title: str, rows: list[str], columns: list[str],
+             counts: list[list[int]], *, cell_title, x_label: str) -> Markup:
+    """Counts in a grid of ROWS × COLUMNS, each cell shaded by its count and labelled
+    with it; `cell_title(row, column, count)` is the tooltip (an SVG <title>)."""
+    most = max((n for line in counts for n in line), default=0)
+    cell_width = (WIDTH - HEAT_LEFT - RIGHT) / max(len(columns), 1)
+    height = HEAT_TOP + HEAT_ROW * len(rows) + 40
+    parts = [_text(HEAT_LEFT + cell_width * (i + 0.5), HEAT_TOP - 8, column, size=10)
+             for i, column in enumerate(columns)]
+    for r, (row, line) in enumerate(zip(rows, counts)):
+        y = HEAT_TOP + HEAT_ROW * r
+        parts.append(_text(HEAT_LEFT - 6, y + HEAT_ROW / 2 + 4, row, anchor="end"))
+        parts += [_heat_cell(HEAT_LEFT + cell_width * c, y, cell_width, r, c, count, most,
+                             cell_title(row, columns[c], count))
+                  for c, count in enumerate(line)]
+    parts += _heat_legend(most, HEAT_TOP + HEAT_ROW * len(rows) + 12)
+    return Markup(
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart heatmap" data-chart="{escape(key)}" '
+        f'viewBox="0 0 {WIDTH} {height}" width="100%" role="img" aria-label="{escape(title)}">'
+        f'<title>{escape(title)}</title>{"".join(parts)}'
+        f'{_text(WIDTH - RIGHT, height - 6, x_label, anchor="end", size=11)}</svg>')
+
+
+def _heat_cell(x: float, y: float, width: float, row: int, column: int, count: int, most: int,
+               tooltip: str) -> str:
+    level = heat_level(count, most)
+    # Dark cells get white numbers (a style wins over _text's fill attribute).
+    label = "" if not count else _text(x + width / 2, y + HEAT_ROW / 2 + 4, str(count), size=10,
+                                       extra="" if level < 4 else ' style="fill:#fff"')
+    return (f'<g class="cell" data-row="{row}" data-column="{column}" data-count="{count}">'
+            f'<rect x="{_f(x + 1)}" y="{_f(y + 1)}" width="{_f(width - 2)}" '
+            f'height="{HEAT_ROW - 2}" fill="{HEAT[level]}"/>{label}'
+            f'<title>{escape(tooltip)}</title></g>')
+
+
+def _heat_legend(most: int, y: float) -> list[str]:
+    """The shades from none to the busiest cell's count."""
+    parts = [_text(HEAT_LEFT, y + 11, "0", anchor="start", size=10)]
+    for level, colour in enumerate(HEAT):
+        parts.append(f'<rect x="{HEAT_LEFT + 14 + 18 * level}" y="{_f(y)}" width="16" '
+                     f'height="14" fill="{colour}"/>')
+    parts.append(_text(HEAT_LEFT + 18 + 18 * len(HEAT), y + 11, str(most), anchor="start",
+                       size=10))
+    return parts

@@ -104,6 +104,8 @@ def _blueprints(app: Flask) -> None:
     app.register_blueprint(auth.blueprint)
     app.register_blueprint(triage.blueprint)
     app.register_blueprint(rating.blueprint)
+    from webform import calls
+    app.register_blueprint(calls.blueprint)
     app.add_url_rule("/site.css", "site_css", public(_stylesheet))
 
 

@@ -35,7 +35,7 @@ from daemon.reports import DIMENSIONS, L1_TARGET, hours, percent, report, weekly
 from daemon.store.models import Attachment, Blob, Message, RawMessage, Technician, Ticket
 from webform import helpdesk
 from webform.auth import coordinator_required
-from webform.charts import Series, bar_chart, line_chart
+from webform.charts import Series, bar_chart, heat_map, line_chart
 from webform.i18n import tr
 from webform.mailview import mail_html
 from webform.queries import (STATUSES, BadQuery, TriageFilter, filter_choices, has_sla,
@@ -502,6 +502,25 @@ def _charts(weeks: list[dict]) -> dict:
     }
 
 
+def weekday_names() -> list[str]:
+    return tr("pon wt śr czw pt sob nd", "Mon Tue Wed Thu Fri Sat Sun").split()
+
+
+def _missed_calls_chart(calls: dict):
+    """Missed and abandoned calls by weekday and hour: when L1 is short of hands."""
+    def cell_title(day: str, hour: str, count: int) -> str:
+        return tr("{day} {hour}:00–{hour}:59: nieodebrane i porzucone: {n}",
+                  "{day} {hour}:00–{hour}:59: missed and abandoned: {n}",
+                  day=day, hour=hour, n=count)
+
+    return heat_map("missed_calls", tr("Nieodebrane i porzucone połączenia według dnia "
+                                       "tygodnia i godziny",
+                                       "Missed and abandoned calls by weekday and hour"),
+                    weekday_names(), [f"{h:02}" for h in range(24)],
+                    calls["missed_by_weekday_hour"], cell_title=cell_title,
+                    x_label=tr("godzina ({tz})", "hour ({tz})", tz=calls["timezone"]))
+
+
 @blueprint.get("/dashboard")
 def dashboard():
     desk = helpdesk()
@@ -510,7 +529,10 @@ def dashboard():
     with desk.store.transaction() as session:
         figures = report(session, desk.config, first, last, now)
         weeks = weekly(session, desk.config, first, last, now)
+        charts = _charts(weeks)
+        if "calls" in figures:
+            charts["missed_calls"] = _missed_calls_chart(figures["calls"])
         return _render("triage_dashboard.html", session, counts=triage_counts(session, now),
                        has_sla=has_sla(), report=figures, first=first, last=last,
-                       charts=_charts(weeks), hours=hours, percent=percent,
-                       dimensions=DIMENSIONS)
+                       charts=charts, hours=hours, percent=percent, dimensions=DIMENSIONS,
+                       weekdays=weekday_names())

@@ -35,8 +35,7 @@ from sqlalchemy.orm import Session, aliased
 
 from daemon.config import Config
 from daemon.ingest.calls.config import CallSettings, calls_config
-from daemon.rules.sla import (STOPPED_STATUSES, follow_status, next_alarm, refresh_clocks,
-                              share_of)
+from daemon.rules.sla import STOPPED_STATUSES, follow_status, refresh_clocks, share_of
 from daemon.rules.sla_config import SlaConfig, sla_config
 from daemon.store import Store
 from daemon.store.models import Call, Ticket
@@ -162,7 +161,7 @@ def decide(check: Check, call: Call) -> str:
 def _join(session: Session, ticket: Ticket, call: Call, now: datetime) -> None:
     call.callback, call.ticket_id = "joined", ticket.id
     ticket.updated_at = now
-    record_event(session, ticket, "missed_call", now, **_call_detail(call))
+    record_event(session, ticket, "missed_call", now, **call_detail(call))
     log.info("%s: another missed call from %s (%s)", ticket.number, call.caller, call.call_id)
 
 
@@ -184,9 +183,10 @@ def open_callback_ticket(check: Check, call: Call) -> Ticket:
     session.flush()
     call.callback, call.ticket_id = "opened", ticket.id
     record_event(session, ticket, "created", now, channel="phone", mailbox=None,
-                 client=call.client.name if call.client else None, **_call_detail(call))
+                 client=call.client.name if call.client else None, **call_detail(call))
+    # The call now marks it a callback ticket: its first response is due with the callback
+    # (daemon.rules.sla.callback_of), here and at every later recompute.
     refresh_clocks(session, config, ticket, now)
-    hold_callback_due(check.sla, check.settings, ticket, call)
     log.info("%s opened: call back %s (missed at %s, due %s)", ticket.number, call.caller,
              call.started_at.isoformat(), call.callback_due.isoformat())
     return ticket
@@ -199,18 +199,6 @@ def callback_due(sla: SlaConfig, settings: CallSettings, call: Call,
     contract = sla.contract(call.client.contract if call.client else None)
     calendar = sla.calendar(contract.calendar)
     return calendar.add(call.started_at, share_of(settings.callback_target, share))
-
-
-def hold_callback_due(sla: SlaConfig, settings: CallSettings, ticket: Ticket,
-                      call: Call) -> None:
-    """The ticket's first response is due when the callback is, not when the contract says.
-
-    refresh_clocks sets the contract's targets; this runs after it each time we touch
-    the ticket. (A later recompute from elsewhere puts the contract's target back.)
-    """
-    ticket.first_response_due = call.callback_due
-    ticket.first_response_warn_at = callback_due(sla, settings, call, sla.warning_share)
-    ticket.sla_alarm_at = next_alarm(ticket)
 
 
 # -- the callback made --------------------------------------------------------------------
@@ -241,7 +229,7 @@ def mark_called_back(session: Session, config: Config, ticket: Ticket, missed: C
         call.callback_at = call.callback_at or callback.started_at
     callback.ticket_id = callback.ticket_id or ticket.id
     record_event(session, ticket, "callback_made", now, actor=_actor(callback),
-                 **_call_detail(callback))
+                 **call_detail(callback))
     previous, ticket.status = ticket.status, "resolved"
     record_event(session, ticket, "status_changed", now, actor=_actor(callback),
                  previous=previous, status="resolved")
@@ -250,7 +238,6 @@ def mark_called_back(session: Session, config: Config, ticket: Ticket, missed: C
     ticket.resolved_at = callback.started_at
     ticket.updated_at = now
     follow_status(session, config, ticket, previous, now)
-    hold_callback_due(sla_config(config), calls_config(config).settings, ticket, missed)
     log.info("%s: called back %s at %s", ticket.number, missed.caller,
              callback.started_at.isoformat())
 
@@ -259,7 +246,7 @@ def _actor(call: Call) -> str:
     return call.technician.email if call.technician else "system"
 
 
-def _call_detail(call: Call) -> dict:
+def call_detail(call: Call) -> dict:
     return {"call": call.call_id, "source": call.source, "direction": call.direction,
             "caller": call.caller, "callee": call.callee, "outcome": call.outcome,
             "started_at": call.started_at.isoformat(),

@@ -8,23 +8,28 @@ Two clocks run on every ticket, in business time on one calendar:
 
 Due times are always computed from the ticket's history (arrival, contract, priority,
 tier, pauses), never from "now": raising the priority an hour after arrival makes the
-new target count from arrival. The pure part (`sla_times`, `deadline`, `clock_state`)
-takes facts and returns instants; `refresh_clocks` and `follow_status` store them on a
-ticket, including `sla_alarm_at`, the next instant the sweep has a notice to send.
+new target count from arrival. A callback ticket (opened for a missed call by
+daemon.rules.callbacks) is told apart by the call that opened it: its first response is
+due `[calls] callback_target` of business time after that call, on its contract's L1
+calendar, whatever its priority or tier. The pure part (`sla_times`, `deadline`,
+`clock_state`) takes facts and returns instants; `refresh_clocks` and `follow_status`
+store them on a ticket, including `sla_alarm_at`, the next instant the sweep has a
+notice to send.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from daemon.config import Config
+from daemon.ingest.calls.config import calls_config
 from daemon.rules.calendar import BusinessCalendar, Interval
 from daemon.rules.sla_config import CLOCKS, Contract, SlaConfig, sla_config
 from daemon.store import Store
-from daemon.store.models import Ticket
+from daemon.store.models import Call, Ticket
 from daemon.tickets import record_event
 
 STOPPED_STATUSES = ("resolved", "closed")
@@ -42,6 +47,8 @@ class ClockFacts:
     tier: str
     pauses: tuple[Interval, ...] = ()    # closed pauses of the resolution clock
     paused_since: datetime | None = None  # the pause going on now, if any
+    # A callback ticket's first response: (the missed call's start, callback_target).
+    callback: tuple[datetime, timedelta] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,7 @@ def sla_times(sla: SlaConfig, facts: ClockFacts) -> SlaTimes:
     def resolution_at(amount: timedelta) -> datetime | None:
         return deadline(calendar, arrived, amount, facts.pauses, facts.paused_since)
 
-    return SlaTimes(
+    times = SlaTimes(
         calendar=calendar.name,
         started_at=calendar.next_open(arrived),
         first_response_due=calendar.add(arrived, first) if first else None,
@@ -130,6 +137,17 @@ def sla_times(sla: SlaConfig, facts: ClockFacts) -> SlaTimes:
                             if resolution else None),
         paused=sum((calendar.business_time(s, e) for s, e in facts.pauses), timedelta(0)),
     )
+    return with_callback_target(sla, facts, times) if facts.callback else times
+
+
+def with_callback_target(sla: SlaConfig, facts: ClockFacts, times: SlaTimes) -> SlaTimes:
+    """A callback ticket's first response is due when the call back is: callback_target
+    of business time after the missed call on the contract's L1 calendar (the after-hours
+    tier does not call back), whatever the priority or tier."""
+    missed_at, target = facts.callback
+    l1 = sla.calendar(facts.contract.calendar)
+    return replace(times, first_response_due=l1.add(missed_at, target),
+                   first_response_warn_at=l1.add(missed_at, share_of(target, sla.warning_share)))
 
 
 def clock_state(due: datetime | None, warn_at: datetime | None, stopped_at: datetime | None,
@@ -163,10 +181,27 @@ def pauses_of(ticket: Ticket) -> tuple[Interval, ...]:
                  for s, e in ticket.sla_pauses or [])
 
 
-def facts_of(sla: SlaConfig, ticket: Ticket) -> ClockFacts:
+def facts_of(sla: SlaConfig, ticket: Ticket,
+             callback: tuple[datetime, timedelta] | None = None) -> ClockFacts:
     return ClockFacts(created_at=ticket.created_at, contract=contract_of(sla, ticket),
                       priority=ticket.priority, tier=ticket.tier, pauses=pauses_of(ticket),
-                      paused_since=ticket.sla_paused_at)
+                      paused_since=ticket.sla_paused_at, callback=callback)
+
+
+def callback_of(session: Session, config: Config,
+                ticket: Ticket) -> tuple[datetime, timedelta] | None:
+    """For a callback ticket, the start of the missed call that opened it and the
+    `[calls] callback_target`; None for any other ticket.
+
+    The call record is the mark: only phone tickets are looked up, by an indexed column.
+    """
+    if ticket.channel != "phone" or ticket.id is None:
+        return None
+    missed_at = session.scalar(select(Call.started_at).where(
+        Call.ticket_id == ticket.id, Call.callback == "opened").order_by(Call.id).limit(1))
+    if missed_at is None:
+        return None
+    return missed_at, calls_config(config).settings.callback_target
 
 
 def stopped_at(ticket: Ticket, clock: str) -> datetime | None:
@@ -201,7 +236,7 @@ def refresh_clocks(session: Session, config: Config, ticket: Ticket, now: dateti
     """
     sla = sla_config(config)
     before = (ticket.first_response_due, ticket.resolution_due)
-    times = sla_times(sla, facts_of(sla, ticket))
+    times = sla_times(sla, facts_of(sla, ticket, callback_of(session, config, ticket)))
     ticket.contract = ticket.contract or contract_of(sla, ticket).name
     ticket.sla_calendar = times.calendar
     for clock in CLOCKS:
