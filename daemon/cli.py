@@ -43,6 +43,15 @@ def _open_store(config, *, migrate: bool) -> Store:
     return store
 
 
+def _check_data_dirs(config) -> None:
+    """Refuse to start on a read-only or full data folder, before the store is touched."""
+    from daemon.datadir import DataDirError, check_data_dirs
+    try:
+        check_data_dirs(config)
+    except DataDirError as exc:
+        raise CommandError(str(exc)) from None
+
+
 # -- commands ---------------------------------------------------------------------------
 def cmd_check_config(args, config) -> int:
     print(f"configuration OK ({args.config or 'built-in defaults'}): "
@@ -53,6 +62,7 @@ def cmd_check_config(args, config) -> int:
 
 def cmd_migrate(args, config) -> int:
     from daemon.service import prepare_store
+    _check_data_dirs(config)
     store = Store(config.database_url)
     prepare_store(config, store)
     print(f"store at revision {current_revision(store)}")
@@ -61,6 +71,7 @@ def cmd_migrate(args, config) -> int:
 
 def cmd_run(args, config) -> int:
     from daemon.service import Daemon
+    _check_data_dirs(config)
     store = _open_store(config, migrate=True)
     daemon = Daemon(config, store, args.clock)
     if args.once:
@@ -88,7 +99,10 @@ def cmd_ingest(args, config) -> int:
                 saved["saved" if result.created else "already stored"] += 1
         except NotMail as exc:
             raise CommandError(str(exc)) from None
-    processed = Pipeline(config, store, args.clock).process_pending()
+    mail = None  # the last file's bytes are in the store now: not held while it is processed
+    # --no-process: only save (the durability point); a running daemon works them off.
+    processed = Counter() if args.no_process else \
+        Pipeline(config, store, args.clock).process_pending()
     summary = {"files": dict(saved), "processed": dict(processed)}
     if args.json:
         _print_json(summary)
@@ -329,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("paths", nargs="+", metavar="PATH")
     ingest.add_argument("--mailbox", help="the dedicated address the mail counts as sent to")
     ingest.add_argument("--json", action="store_true")
+    ingest.add_argument("--no-process", action="store_true",
+                        help="only save the mail as pending; `helpdesk run` processes it")
     ingest.set_defaults(func=cmd_ingest)
 
     tickets = commands.add_parser("tickets", help="list tickets")
@@ -402,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from daemon.calls_cli import add_calls_parser
     add_calls_parser(commands)
+    from daemon.ops_cli import add_ops_parser
+    add_ops_parser(commands)
     return parser
 
 

@@ -52,7 +52,8 @@ class Mailbox:
     imap_port: int = 993
     imap_tls: bool = True
     imap_user: str | None = None
-    imap_password: str | None = None
+    # Out of the repr, like `extra` below: a logged or printed Config shows no secrets.
+    imap_password: str | None = field(default=None, repr=False)
     imap_folder: str = "INBOX"
     # After a message is committed: "flag" sets \Seen and $Helpdesk, "move" moves it here.
     imap_done_folder: str | None = None
@@ -94,6 +95,15 @@ class Limits:
     attachment_max_bytes: int = 25 * 1024 * 1024
     poll_interval: timedelta = timedelta(seconds=60)
     idle_timeout: timedelta = timedelta(minutes=9)
+    # A mailbox whose last successful poll is older fails /healthz; None: see poll_stale_limit.
+    poll_stale_after: timedelta | None = None
+    min_free_bytes: int = 100 * 1024 * 1024  # `run` and `migrate` refuse a fuller data folder
+
+    @property
+    def poll_stale_limit(self) -> timedelta:
+        """poll_stale_after, else a few polls: an IDLE poller records success once per idle_timeout."""
+        return self.poll_stale_after or max(3 * self.poll_interval,
+                                            self.idle_timeout + 2 * self.poll_interval)
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,8 @@ class Config:
     technicians: tuple[Technician, ...] = ()
     source: Path | None = None
     # Sections that later components parse themselves (outbound, web, calendars, ...).
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Not in the repr: they hold the relay password and the web's secret key.
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -342,7 +353,11 @@ def _limits(doc: dict, problems: list[str]) -> Limits:
         attachment_max_bytes=r.get("attachment_max_bytes", int, Limits.attachment_max_bytes),
         poll_interval=r.convert("poll_interval", parse_duration, Limits.poll_interval),
         idle_timeout=r.convert("idle_timeout", parse_duration, Limits.idle_timeout),
+        poll_stale_after=r.convert("poll_stale_after", parse_duration, None),
+        min_free_bytes=r.get("min_free_bytes", int, Limits.min_free_bytes),
     )
+    if limits.min_free_bytes < 0:
+        r.fail("min_free_bytes", f"must be 0 or more, got {limits.min_free_bytes}")
     r.finish()
     return limits
 

@@ -63,6 +63,8 @@ class WebConfig:
     login_attempts: int = 5              # failed sign-ins per email and IP before a pause
     login_pause: timedelta = timedelta(seconds=30)  # doubled for each further failure
     login_pause_max: timedelta = timedelta(minutes=15)
+    # /metrics: None answers loopback clients only; set, it wants `Authorization: Bearer <token>`.
+    metrics_token: str | None = field(default=None, repr=False)
     form: FormConfig = field(default_factory=FormConfig)
 
 
@@ -88,10 +90,13 @@ def _web(r: _Reader, env: dict[str, str], form: FormConfig) -> WebConfig:
         login_attempts=r.get("login_attempts", int, WebConfig.login_attempts),
         login_pause=r.convert("login_pause", parse_duration, WebConfig.login_pause),
         login_pause_max=r.convert("login_pause_max", parse_duration, WebConfig.login_pause_max),
+        metrics_token=_secret(r, "metrics_token", env),
         form=form,
     )
     if web.secret_key is not None and len(web.secret_key) < 32:
         r.fail("secret_key", "must be at least 32 characters (or leave it out: one is generated)")
+    if web.metrics_token is not None and len(web.metrics_token) < 16:
+        r.fail("metrics_token", "must be at least 16 characters")
     if web.login_attempts < 1:
         r.fail("login_attempts", "must be 1 or more")
     if web.proxies < 0:

@@ -99,7 +99,8 @@ def _cookies_and_limits(app: Flask, web: WebConfig, web_url: str) -> None:
 
 # -- blueprints and layout ------------------------------------------------------------------------
 def _blueprints(app: Flask) -> None:
-    from webform import auth, public as public_form, rating, triage
+    from webform import auth, ops, public as public_form, rating, triage
+    app.register_blueprint(ops.blueprint)
     app.register_blueprint(public_form.blueprint)
     app.register_blueprint(auth.blueprint)
     app.register_blueprint(triage.blueprint)

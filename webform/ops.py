@@ -1,0 +1,65 @@
+"""/healthz and /metrics: the helpdesk as a monitor and Prometheus see it.
+
+/healthz is public and says only what is well and what is not, never a URL or an error
+text. /metrics answers loopback clients, or anyone with `[web] metrics_token` as a bearer
+token when one is set.
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from flask import Blueprint, Response, abort, current_app, jsonify, request
+
+from daemon.health import check_health, collect_metrics, exposition
+from webform import helpdesk
+from webform.auth import public
+
+blueprint = Blueprint("ops", __name__)
+STARTED_AT = "ops_started_at"
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@blueprint.record_once
+def _note_start(state) -> None:
+    state.app.config[STARTED_AT] = state.app.extensions["helpdesk"].clock.now()
+
+
+def _started_at():
+    return current_app.config[STARTED_AT]
+
+
+@blueprint.route("/healthz")
+@public
+def healthz():
+    desk = helpdesk()
+    health = check_health(desk.config, desk.store, desk.clock.now(), since=_started_at())
+    response = jsonify(health.as_dict())
+    response.status_code = 200 if health.healthy else 503
+    return response
+
+
+def _from_loopback() -> bool:
+    try:
+        return ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        return False
+
+
+def _allowed() -> bool:
+    token = helpdesk().web.metrics_token
+    if token is None:
+        return _from_loopback()
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+@blueprint.route("/metrics")
+@public  # not a person's page: guarded below by address or bearer token, not by sign-in
+def metrics():
+    if not _allowed():
+        abort(403)
+    desk = helpdesk()
+    text = exposition(collect_metrics(desk.config, desk.store, desk.clock.now(),
+                                      since=_started_at()))
+    return Response(text, mimetype=None, content_type=PROMETHEUS_TYPE)
