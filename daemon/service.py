@@ -7,7 +7,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -149,9 +149,17 @@ class Daemon:
             self._start_thread(f"imap-{puller.mailbox.address}", lambda p=puller: p.run(self.stop))
         self._start_thread("pipeline", self._processor)
         scheduler = BackgroundScheduler(timezone="UTC")
+        # Each job runs at once too, not first after its interval: a daemon restarted
+        # within 10 s (a crash loop, a supervisor's quick restarts) would otherwise never send.
+        started = datetime.now(UTC)
         for job in self.jobs:
+            if job.run == self.process_backlog:
+                # The pipeline thread does this. A second pipeline in the same process
+                # would take records out of order (SKIP LOCKED passes over the one in
+                # hand), and a reply processed before its parent opens a ticket of its own.
+                continue
             scheduler.add_job(job.run, "interval", seconds=job.every.total_seconds(), id=job.name,
-                              max_instances=1, coalesce=True)
+                              max_instances=1, coalesce=True, next_run_time=started)
         scheduler.start()
         log.info("helpdesk running (%s store)", self.store.backend)
         try:
