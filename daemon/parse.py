@@ -175,9 +175,15 @@ def _repaired(raw: bytes) -> bytes:
     return raw
 
 
+_FEED_CHUNK = 1 << 16
+
+
 def _read_message(raw: bytes) -> tuple[Message, bool]:
     parser = _BoundedFeedParser(MAX_MIME_DEPTH)
-    parser.feed(raw)
+    # In pieces: fed whole, the stdlib decodes all of it to one str and splits that in a
+    # StringIO of 4-byte characters: about six times the mail's size at once.
+    for start in range(0, len(raw), _FEED_CHUNK):
+        parser.feed(raw[start:start + _FEED_CHUNK])
     return parser.close(), parser.depth_exceeded
 
 
