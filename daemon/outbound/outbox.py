@@ -93,8 +93,10 @@ def enqueue(session: Session, config: Config, *, kind: str, now: datetime,
             session.flush()
         row.ticket_id = ticket.id
         if record_on_ticket:
-            _record_on_ticket(session, ticket, mail, kind=message_kind, now=now, text=text,
-                              html=html, attachments=attachments)
+            _record_on_ticket(session, ticket, kind=message_kind, now=now, text=text,
+                              html=html, attachments=attachments, sender=sender, name=name,
+                              to=to, cc=cc, reply_to=reply_to, subject=subject,
+                              message_id=message_id, parent=parent, thread=thread)
     session.add(row)
     session.flush()
     return row
@@ -260,18 +262,22 @@ def _body_text(text: str) -> str:
 
 
 # -- the ticket's copy ------------------------------------------------------------------------
-def _record_on_ticket(session: Session, ticket: Ticket, mail: EmailMessage, *, kind: str,
-                      now: datetime, text: str, html: str | None, attachments) -> None:
-    """Append the mail to the ticket's conversation, as a parsed incoming mail would be."""
-    sender = mail["From"].addresses[0]
+def _record_on_ticket(session: Session, ticket: Ticket, *, kind: str, now: datetime, text: str,
+                      html: str | None, attachments, sender: str, name: str, to, cc,
+                      reply_to: str | None, subject: str, message_id: str, parent: str | None,
+                      thread: list[str]) -> None:
+    """Append the mail to the ticket's conversation, as a parsed incoming mail would be.
+
+    Built from the values the headers were made of (already validated and on one line),
+    not read back from the built message, which parses every header again.
+    """
     parsed = ParsedMail(
-        subject=str(mail["Subject"]), from_email=sender.addr_spec.lower(),
-        from_name=sender.display_name,
-        to=_addresses(mail, "To"), cc=_addresses(mail, "Cc"),
-        reply_to=_addresses(mail, "Reply-To"),
-        message_id=bare_id(mail["Message-ID"]),
-        in_reply_to=[bare_id(mail["In-Reply-To"])] if mail["In-Reply-To"] else [],
-        references=[bare_id(r) for r in str(mail["References"] or "").split()],
+        subject=subject, from_email=sender.lower(), from_name=name,
+        to=[one_line(a).lower() for a in to], cc=[one_line(a).lower() for a in cc],
+        reply_to=[one_line(reply_to).lower()] if reply_to else [],
+        message_id=message_id,
+        in_reply_to=[parent] if parent else [],
+        references=list(thread),
         date=now, text=_body_text(text),
         # Our own templates, but they may quote what a customer wrote.
         html=nh3.clean(html) if html is not None else None,
@@ -282,9 +288,3 @@ def _record_on_ticket(session: Session, ticket: Ticket, mail: EmailMessage, *, k
     # blobs; an autoflush in between would warn about the half-attached Message.
     with session.no_autoflush:
         append_message(session, ticket, parsed, kind=kind, direction="out", now=now)
-
-
-def _addresses(mail: EmailMessage, name: str) -> list[str]:
-    header = mail[name]
-    return [a.addr_spec.lower() for a in header.addresses] if header else []
-
