@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.exc import OperationalError
 
 from daemon.clock import Clock
 from daemon.config import Config
@@ -117,7 +118,11 @@ class Daemon:
         while not self.stop.is_set():
             try:
                 busy = bool(self.process_backlog())
-            except Exception:  # noqa: BLE001 - e.g. the store is down: keep trying
+            except OperationalError as exc:  # the store is unreachable: one line, not a trace
+                log.error("processing pass failed, store unreachable; retrying in 5 s: %s",
+                          str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                busy = False
+            except Exception:  # noqa: BLE001 - a bug must not stop the pipeline thread
                 log.exception("processing pass failed; retrying")
                 busy = False
             if not busy:

@@ -42,7 +42,7 @@ BATCH_BYTES = 32 * 1024 * 1024      # a batch's bodies are held in memory at onc
 MARK_CHUNK = 500                    # UIDs per STORE/MOVE command line
 MIN_LEASE = timedelta(seconds=60)
 IDLE_CHECK_SECONDS = 1.0            # how long one idle_check blocks before looking at `stop`
-MAX_BACKOFF_SECONDS = 300.0
+MAX_BACKOFF_SECONDS = 60.0  # after an outage, mail flows again within a minute
 CONNECT_TIMEOUT_SECONDS = 30.0
 READ_TIMEOUT_SECONDS = 120.0
 

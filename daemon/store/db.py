@@ -43,7 +43,11 @@ def make_engine(url: str, **kwargs) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # A server that drops packets instead of refusing would otherwise hold each connect
+    # (an SMTP session waiting for its 451) for the kernel's TCP timeout, minutes long.
+    # A connect_timeout in the URL wins.
+    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 10}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
 
 
 class Store:
