@@ -9,6 +9,7 @@ mapping is fixed).
 from __future__ import annotations
 
 import csv
+import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -78,7 +79,7 @@ def csv_rows(lines: TextLines, layout: Layout) -> Iterator[tuple[int, list[str]]
     start = lines.line + 1
     for cells in csv.reader(lines, delimiter=layout.delimiter):
         row_start, start = start, lines.line + 1
-        if cells and any(c.strip() for c in cells):
+        if cells and (cells[0].strip() or any(c.strip() for c in cells)):
             yield row_start, cells
 
 
@@ -86,21 +87,31 @@ def import_csv_stream(lines: TextLines, layout: Layout, source: PbxSource, write
                       label: str, progress: Progress | None = None) -> None:
     """Every row of LINES into WRITER; bad rows reported as LABEL:line."""
     needed = max((i for ps in layout.positions.values() for i in ps), default=-1) + 1
+    header, add, result = layout.header, writer.add, writer.result
+    # Every field from one column (the usual mapping): its cells picked in one call.
+    single = all(len(ps) == 1 for ps in layout.positions.values()) and len(layout.positions) > 1
+    if single:
+        names = tuple(layout.positions)
+        pick = operator.itemgetter(*(ps[0] for ps in layout.positions.values()))
     for count, (line, cells) in enumerate(csv_rows(lines, layout), 1):
         if progress and count % PROGRESS_ROWS == 0:
             progress(lines.offset)
         try:
-            record = make_record(_values(cells, layout, needed, lines, line), source)
+            if single and len(cells) >= needed and not lines.undecodable:
+                values = dict(zip(names, pick(cells)))
+            else:
+                values = _values(cells, layout, needed, lines, line)
+            record = make_record(values, source)
         except RowError as exc:
-            writer.result.read += 1
-            writer.result.error(label, line, str(exc))
+            result.read += 1
+            result.error(label, line, str(exc))
             continue
-        writer.add(record, dict(zip(layout.header, cells)), f"{label}:{line}")
+        add(record, dict(zip(header, cells)), f"{label}:{line}")
 
 
 def _values(cells: list[str], layout: Layout, needed: int, lines: TextLines,
             line: int) -> dict[str, str]:
-    if any(n in lines.undecodable for n in range(line, lines.line + 1)):
+    if lines.undecodable and any(n in lines.undecodable for n in range(line, lines.line + 1)):
         raise RowError(f"bytes that are not {lines.encoding}: check [pbx_sources] encoding")
     if len(cells) < needed:
         raise RowError(f"{len(cells)} fields, the header has {len(layout.header)} "

@@ -41,8 +41,9 @@ class TextLines:
         self._utf8 = codecs.lookup(encoding).name == "utf-8"
 
     def __iter__(self) -> Iterator[str]:
+        encoding, utf8 = self.encoding, self._utf8
         for raw in self.handle:
-            if self.offset == 0 and self._utf8 and raw.startswith(BOM):
+            if utf8 and self.offset == 0 and raw.startswith(BOM):
                 raw_text = raw[len(BOM):]
             else:
                 raw_text = raw
@@ -50,7 +51,11 @@ class TextLines:
             self.line += 1
             if raw.endswith(b"\n"):
                 self.complete_offset, self.complete_line = self.offset, self.line
-            yield self._decode(raw_text)
+            try:   # _decode, inline: once per line of the file
+                text = raw_text.decode(encoding)
+            except UnicodeDecodeError:
+                text = self._decode(raw_text)
+            yield text
 
     def _decode(self, raw: bytes) -> str:
         try:

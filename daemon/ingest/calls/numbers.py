@@ -25,11 +25,28 @@ EXTENSION_RE = re.compile(r"^\d{2,4}$")
 POLISH_RE = re.compile(r"^(?:\+48|0048|48|0)?([1-9]\d{8})$")
 
 
+_NORMALISED: dict[str, str | None] = {}   # text -> normalise_number(text): callers repeat
+_NORMALISED_KEPT = 32768                   # then emptied: bounded memory on any import
+
+
 def normalise_number(text: str | None) -> str | None:
     """E.164 ('+48611002030'), an extension ('101'), the digits of a short number ('112'),
     or None for a withheld or empty caller."""
     if not text:
         return None
+    if type(text) is not str:
+        return _normalise(text)
+    try:
+        return _NORMALISED[text]
+    except KeyError:
+        pass
+    if len(_NORMALISED) >= _NORMALISED_KEPT:
+        _NORMALISED.clear()
+    number = _NORMALISED[text] = _normalise(text)
+    return number
+
+
+def _normalise(text: str) -> str | None:
     if text.isdigit():   # most rows: no separators to remove, no words to look up
         return _normalised(text)
     cleaned = SEPARATORS_RE.sub("", str(text).strip().strip('"'))

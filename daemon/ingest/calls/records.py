@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from daemon.ingest.calls.config import OUTCOMES, PbxSource
@@ -71,22 +71,30 @@ class CallRecord:
 
 def make_record(values: dict[str, str], source: PbxSource) -> CallRecord:
     """VALUES: our field -> their text (missing or "" for none). Raises RowError."""
-    started = parse_time(values.get("started_at"), source, "started_at", required=True)
-    answered = parse_time(values.get("answered_at"), source, "answered_at")
-    ended = parse_time(values.get("ended_at"), source, "ended_at")
-    talk = parse_seconds(values.get("talk_seconds"), "talk_seconds")
-    wait = parse_seconds(values.get("wait_seconds"), "wait_seconds")
-    duration = parse_seconds(values.get("duration_seconds"), "duration_seconds")
-    outcome = _outcome(values.get("outcome"), source, answered, talk)
+    get = values.get
+    started = parse_time(get("started_at"), source, "started_at", required=True)
+    # Fields a source often lacks are skipped without a call (empty is None either way).
+    answered = parse_time(text, source, "answered_at") if (text := get("answered_at")) else None
+    ended = parse_time(text, source, "ended_at") if (text := get("ended_at")) else None
+    talk = parse_seconds(text, "talk_seconds") if (text := get("talk_seconds")) else None
+    wait = parse_seconds(text, "wait_seconds") if (text := get("wait_seconds")) else None
+    duration = (parse_seconds(text, "duration_seconds") if (text := get("duration_seconds"))
+                else None)
+    outcome = _outcome(get("outcome"), source, answered, talk)
     talk, wait = _derived_seconds(started, answered, ended, talk, wait, duration, outcome)
-    caller = normalise_number(values.get("caller"))
-    callee = normalise_number(values.get("callee"))
-    direction = _direction(values.get("direction"), source, caller, callee)
-    return CallRecord(
-        call_id=_call_id(values, started, direction), direction=direction,
-        caller=caller, callee=callee, started_at=started, answered_at=answered, ended_at=ended,
-        wait_seconds=wait, talk_seconds=talk, outcome=outcome,
-        queue=_text(values.get("queue"), 100), agent=_agent(values, direction, caller))
+    caller = normalise_number(get("caller"))
+    callee = normalise_number(get("callee"))
+    direction = _direction(get("direction"), source, caller, callee)
+    # _call_id, _text and _agent, with their calls skipped for the fields a row lacks.
+    call_id = ((text := get("call_id")) and _text(text, 200)) or _call_id(values, started,
+                                                                          direction)
+    queue = _text(text, 100) if (text := get("queue")) else None
+    agent = (((text := get("technician")) and _text(text, 100))
+             or ((text := get("extension")) and _text(text, 100)))
+    if not agent:
+        agent = caller if direction == "out" and is_extension(caller) else None
+    return CallRecord(call_id, direction, caller, callee, started, answered, ended,
+                      wait, talk, outcome, queue, agent)
 
 
 # -- times --------------------------------------------------------------------------------
@@ -115,11 +123,41 @@ def _parse_moment(text: str, date_format: str) -> datetime:
     return datetime.strptime(text, date_format)
 
 
+_OFFSETS: dict[tuple, timedelta] = {}   # (tz, year, month, day, hour) -> its UTC offset
+_OFFSETS_KEPT = 16384                   # hours: almost two years of them, then emptied
+
+
 def local_to_utc(moment: datetime, tz: ZoneInfo) -> datetime:
     """A naive wall-clock time in TZ (fold=0: see the module docstring) as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz, fold=0)
-    return moment.astimezone(UTC)
+    if moment.tzinfo is not None:
+        return moment.astimezone(UTC)
+    # Looking the offset up in the zone costs more than the rest of a row's time; it is
+    # the same for a whole local hour (fold=0) unless a change falls inside the hour,
+    # which _hour_offset sees, and such an hour is converted the long way.
+    key = (tz, moment.year, moment.month, moment.day, moment.hour)
+    offset = _OFFSETS.get(key)
+    if offset is None:
+        offset = _hour_offset(moment, tz)
+        if offset is None:
+            return moment.replace(tzinfo=tz, fold=0).astimezone(UTC)
+        if len(_OFFSETS) >= _OFFSETS_KEPT:
+            _OFFSETS.clear()
+        _OFFSETS[key] = offset
+    return datetime.combine(moment, moment.time(), UTC) - offset   # (faster than .replace)
+
+
+def _hour_offset(moment: datetime, tz: ZoneInfo) -> timedelta | None:
+    """TZ's offset (fold=0) for all of MOMENT's local hour, or None when it is not one."""
+    if not 1 < moment.year < 9999:   # near the ends of datetime's range: the long way
+        return None
+    start = moment.replace(minute=0, second=0, microsecond=0, tzinfo=tz, fold=0)
+    end = start.replace(minute=59, second=59, microsecond=999999)
+    offset = start.utcoffset()
+    return offset if offset is not None and offset == end.utcoffset() else None
+
+
+_SECONDS: dict[str, int] = {}   # text -> seconds, for the texts not plain digits ('5:23')
+_SECONDS_KEPT = 4096
 
 
 def parse_seconds(text: str | None, name: str) -> int | None:
@@ -128,6 +166,18 @@ def parse_seconds(text: str | None, name: str) -> int | None:
         return None
     if text.isdigit():   # the usual case, first
         return int(text)
+    known = _SECONDS.get(text) if type(text) is str else None
+    if known is not None:
+        return known
+    value = _parse_seconds(text, name)
+    if value is not None and type(text) is str:
+        if len(_SECONDS) >= _SECONDS_KEPT:
+            _SECONDS.clear()
+        _SECONDS[text] = value
+    return value
+
+
+def _parse_seconds(text: str, name: str) -> int | None:
     text = text.strip()
     if not text:
         return None

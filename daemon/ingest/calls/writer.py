@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, ContextManager
 
 from sqlalchemy import bindparam
@@ -84,14 +86,14 @@ class CallWriter:
         self.transaction, self.source, self.settings = transaction, source, settings
         self.now, self.result, self.batch_size = now, result, batch_size
         self.directory: CallDirectory | None = None
-        self.batch: dict[str, dict[str, Any]] = {}
+        self.batch: dict[str, tuple[CallRecord, Any, str]] = {}
 
     def add(self, record: CallRecord, raw: Any, where: str) -> None:
         self.result.read += 1
         if record.call_id in self.batch:
             self.result.duplicates += 1
             return
-        self.batch[record.call_id] = {"record": record, "raw": raw, "where": where}
+        self.batch[record.call_id] = (record, raw, where)
         if len(self.batch) >= self.batch_size:
             self.flush()
 
@@ -107,10 +109,36 @@ class CallWriter:
         pending, self.batch = list(self.batch.values()), {}
         with self.transaction() as session:
             self.directory_for(session)
-            rows = [self._row(p["record"], p["raw"], p["where"]) for p in pending]
-            inserted = insert_calls(session, rows)
+            insert = _compiled_insert(session.get_bind().dialect)
+            if insert.fast:
+                values = self._values(insert, pending)
+            else:
+                values = insert.values([self._row(*p) for p in pending])
+            inserted = insert.execute(session.connection(), values)
         self.result.imported += inserted
-        self.result.duplicates += len(rows) - inserted
+        self.result.duplicates += len(pending) - inserted
+
+    def _values(self, insert: _CallInsert, pending: list[tuple[CallRecord, Any, str]]) -> list[tuple]:
+        """The rows of `_row`, already converted and in COLUMNS order (no dict per row)."""
+        directory, instant, to_json = self.directory, insert.instant, insert.json
+        client_and_contact, technician = directory.client_and_contact, directory.technician
+        source = self.source.name
+        imported_at = instant(self.now) if self.now is not None else None
+        values = []
+        append = values.append
+        for record, raw, where in pending:
+            direction, caller, callee = record.direction, record.caller, record.callee
+            client_id, contact = client_and_contact(callee if direction == "out" else caller)
+            agent, answered, ended = record.agent, record.answered_at, record.ended_at
+            append((source, record.call_id, direction, caller, callee, record.queue, agent,
+                    technician(agent), instant(record.started_at),
+                    None if answered is None else instant(answered),
+                    None if ended is None else instant(ended),
+                    record.wait_seconds, record.talk_seconds, record.outcome, client_id, contact,
+                    None, "pending" if record.needs_callback_check else None, None, None,
+                    to_json(raw if isinstance(raw, dict) else {"fields": raw}),
+                    where[:1000], imported_at))
+        return values
 
     def _row(self, record: CallRecord, raw: Any, where: str) -> dict[str, Any]:
         client_id, contact = self.directory.client_and_contact(record.external_number)
@@ -160,13 +188,24 @@ class _CallInsert:
         self.names = tuple(compiled.positiontup or COLUMNS)
         self.converters = [(i, processor) for i, name in enumerate(self.names)
                            if (processor := _bind_processor(CALLS.c[name].type, dialect))]
+        # CallWriter's path: tuples built straight from the records, each value converted
+        # by `instant` / `json` below, which give exactly what the column types' bind
+        # processors give (checked here on samples; otherwise the general path is used).
+        self.instant = _instant_converter(dialect)
+        self.json = _json_converter(dialect)
+        converted = {self.names[i] for i, _ in self.converters}
+        self.fast = (self.names == COLUMNS and self.instant is not None
+                     and self.json is not None and converted <= INSTANT_COLUMNS | {"raw"})
 
     def run(self, connection, rows: list[dict[str, Any]]) -> int:
-        if self.postgresql:
-            return self._copy(connection, self._values(rows))
-        return connection.exec_driver_sql(self.sql, self._values(rows)).rowcount
+        return self.execute(connection, self.values(rows))
 
-    def _values(self, rows: list[dict[str, Any]]) -> list[tuple]:
+    def execute(self, connection, values: list[tuple]) -> int:
+        if self.postgresql:
+            return self._copy(connection, values)
+        return connection.exec_driver_sql(self.sql, values).rowcount
+
+    def values(self, rows: list[dict[str, Any]]) -> list[tuple]:
         converted = []
         seen: dict[int, tuple[Any, Any]] = {}   # column -> (last value, converted): imported_at
         for row in rows:
@@ -205,6 +244,77 @@ class _CallInsert:
 def _bind_processor(column_type, dialect):
     """What SQLAlchemy does to a value of COLUMN_TYPE before DIALECT's driver sees it."""
     return column_type.dialect_impl(dialect).bind_processor(dialect)
+
+
+INSTANT_COLUMNS = frozenset(c.name for c in CALLS.columns
+                            if c.name in ("started_at", "answered_at", "ended_at", "callback_due",
+                                          "callback_at", "imported_at"))
+_UTC = timezone.utc
+_SAMPLE_INSTANTS = [datetime(2026, 10, 25, 0, 30, 5, 0, _UTC), datetime(2026, 3, 29, 1, 0, 0, 7, _UTC),
+                    datetime(1, 1, 1, 0, 0, tzinfo=_UTC), datetime(999, 12, 31, 23, 59, 59, 999999, _UTC),
+                    datetime(9999, 12, 31, 23, 59, 59, 999999, _UTC),
+                    datetime(2026, 6, 1, 12, 0, tzinfo=timezone(timedelta(hours=2))),
+                    datetime(2026, 6, 1, 12, 0, 0, 1, timezone(timedelta(hours=-5, minutes=-30)))]
+_SAMPLE_RAWS = [{}, {"Id połączenia": "1000000", "Status": "Zajęte"},
+                {"a": "", "\"q\"\\": "tab\tnew\nline\x00\x1f\u2028 ąę 😀", "x": "1"},
+                {"fields": ["a", "b"]}, {"n": 1, "m": None}, {1: "int key"}]
+
+
+def _instant_converter(dialect):
+    """UTCDateTime's bind processing for DIALECT with a shortcut for instants already in UTC
+    (all of a record's): SQLite's default storage format is isoformat's with microseconds."""
+    processor = _bind_processor(CALLS.c.started_at.type, dialect)
+    if processor is None:
+        return None
+    if dialect.name == "sqlite":
+        def instant(value):
+            if value.tzinfo is _UTC:
+                return value.isoformat(" ", "microseconds")[:26]
+            return processor(value)
+    else:
+        impl = _bind_processor(CALLS.c.started_at.type.impl, dialect)
+        if impl is not None:
+            return processor
+
+        def instant(value):
+            if value.tzinfo is _UTC:
+                return datetime.combine(value, value.time())   # naive, as .replace(tzinfo=None)
+            return processor(value)
+    same = all(type(instant(v)) is type(processor(v)) and instant(v) == processor(v)
+               for v in _SAMPLE_INSTANTS)
+    return instant if same else processor
+
+
+def _json_converter(dialect):
+    """JSON's bind processing for DIALECT; for a dict of texts (every CSV row's raw), the
+    same text json.dumps writes, without its per-call set-up."""
+    processor = _bind_processor(CALLS.c.raw.type, dialect)
+    if processor is None:
+        return lambda value: value
+    if dialect._json_serializer is not None:
+        return processor
+    encode = json.encoder.encode_basestring_ascii
+    layouts: dict[tuple, list[str]] = {}   # a dict's keys -> what comes before each value
+
+    def to_json(value):
+        if type(value) is not dict or not value:
+            return processor(value)
+        names = tuple(value)
+        prefixes = layouts.get(names)
+        if prefixes is None:
+            if any(type(name) is not str for name in names):
+                return processor(value)
+            if len(layouts) > 100:
+                layouts.clear()
+            prefixes = layouts[names] = ["{" + encode(names[0]) + ": "] + [
+                ", " + encode(name) + ": " for name in names[1:]]
+        try:
+            return "".join(map(operator.add, prefixes, map(encode, value.values()))) + "}"
+        except TypeError:   # a value that is not a text: json.dumps' own way
+            return processor(value)
+
+    same = all(to_json(v) == processor(v) for v in _SAMPLE_RAWS)
+    return to_json if same else processor
 
 
 @functools.lru_cache(maxsize=4)
