@@ -47,6 +47,7 @@ def make_engine(url: str, **kwargs) -> Engine:
     # (an SMTP session waiting for its 451) for the kernel's TCP timeout, minutes long.
     # A connect_timeout in the URL wins.
     connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 10}
+    connect_args.update(kwargs.pop("connect_args", {}))
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
 
 
