@@ -207,8 +207,12 @@ class ImapPuller:
 
     def _idle_until_news(self, client: IMAPClient, stop: threading.Event) -> None:
         # Short idle_checks in a loop so a set `stop` is seen within seconds; the IDLE
-        # command itself ends after idle_timeout (servers drop longer ones).
-        deadline = time.monotonic() + self.config.limits.idle_timeout.total_seconds()
+        # command itself ends after idle_timeout (servers drop longer ones), and after
+        # poll_interval at the latest: a message that lands between our last search and
+        # the start of IDLE may never be announced, so a poll bounds the wait either way.
+        limits = self.config.limits
+        deadline = time.monotonic() + min(limits.idle_timeout,
+                                          limits.poll_interval).total_seconds()
         while not stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
