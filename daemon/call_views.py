@@ -14,13 +14,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session, object_session
 
+from daemon.clock import iso
 from daemon.store.models import Call, Ticket
 
 TICKET_CALLS_SHOWN = 100
-
-
-def _iso(moment: datetime | None, tz: ZoneInfo) -> str | None:
-    return moment.astimezone(tz).isoformat() if moment else None
 
 
 def call_view(call: Call, tz: ZoneInfo) -> dict:
@@ -34,9 +31,9 @@ def call_view(call: Call, tz: ZoneInfo) -> dict:
         "queue": call.queue,
         "technician": call.technician.email if call.technician else None,
         "extension": call.extension,
-        "started_at": _iso(call.started_at, tz),
-        "answered_at": _iso(call.answered_at, tz),
-        "ended_at": _iso(call.ended_at, tz),
+        "started_at": iso(call.started_at, tz),
+        "answered_at": iso(call.answered_at, tz),
+        "ended_at": iso(call.ended_at, tz),
         "wait_seconds": call.wait_seconds,
         "talk_seconds": call.talk_seconds,
         "outcome": call.outcome,
@@ -44,8 +41,8 @@ def call_view(call: Call, tz: ZoneInfo) -> dict:
         "contact": call.contact,
         "ticket": call.ticket.number if call.ticket else None,
         "callback": call.callback,
-        "callback_due": _iso(call.callback_due, tz),
-        "callback_at": _iso(call.callback_at, tz),
+        "callback_due": iso(call.callback_due, tz),
+        "callback_at": iso(call.callback_at, tz),
         "source_line": call.source_line,
     }
 

@@ -23,6 +23,11 @@ class Clock:
         return self.start + timedelta(seconds=time.monotonic() - self._anchor)
 
 
+def iso(moment: datetime | None, tz) -> str | None:
+    """MOMENT as ISO 8601 in the time zone TZ, for JSON views; None stays None."""
+    return moment.astimezone(tz).isoformat() if moment else None
+
+
 def parse_instant(text: str) -> datetime:
     """ISO 8601 with an offset (a naive instant is ambiguous and refused)."""
     moment = datetime.fromisoformat(text)

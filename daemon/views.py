@@ -5,13 +5,9 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from daemon.call_views import calls_on_ticket
-from daemon.clock import utcnow
+from daemon.clock import iso, utcnow
 from daemon.rules.sla import ticket_sla
 from daemon.store.models import Attachment, Event, Message, RawMessage, Ticket
-
-
-def iso(moment: datetime | None, tz: ZoneInfo) -> str | None:
-    return moment.astimezone(tz).isoformat() if moment else None
 
 
 def ticket_summary(ticket: Ticket, tz: ZoneInfo, now: datetime | None = None) -> dict:
