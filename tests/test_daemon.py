@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import mailbox
-import os
 import signal
 import socket
 import subprocess
@@ -35,6 +34,29 @@ def wait_until(condition, timeout: float = 30, what: str = "condition", interval
             return result
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_daemon(config: Path, *global_options: str, log_path: Path | None = None) -> subprocess.Popen:
+    """`helpdesk run` in its own process; its log goes to `log_path` (appended) or nowhere."""
+    command = [sys.executable, "-m", "daemon.cli", "--config", str(config), *global_options, "run"]
+    if log_path is None:
+        return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    with open(log_path, "a") as log:  # the child has its own copy of the descriptor
+        return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def stop_daemon(process: subprocess.Popen, log_path: Path, timeout: float = 60) -> int:
+    """SIGTERM once the daemon has logged that it runs, and its exit code.
+
+    A signal that lands while Python is still starting meets the default action (exit
+    -15) before the daemon's handler exists. Waiting for the line keeps that race out of a
+    test whose work may all be done before the process it checks has started."""
+    wait_until(lambda: process.poll() is not None or
+               "helpdesk running" in log_path.read_text(errors="replace"),
+               timeout=60, what="the daemon's 'helpdesk running' line")
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=timeout)
 
 
 def helpdesk(config: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,7 +12,7 @@ from sqlalchemy import func, select
 from daemon.store import Store
 from daemon.store.models import Message, RawMessage
 from tests.mailfactory import make_mail
-from tests.test_daemon import ROOT, wait_until
+from tests.test_daemon import start_daemon, stop_daemon, wait_until
 from tests.tomlwrite import write_config
 
 MESSAGES = 300
@@ -24,11 +22,6 @@ KILL_AFTER = (20, 90, 170, 240)  # raw records saved before each SIGKILL
 def count(store: Store, *criteria) -> int:
     with store.transaction() as session:
         return session.scalar(select(func.count(RawMessage.id)).where(*criteria))
-
-
-def start(config) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "daemon.cli", "--config", str(config), "run"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @pytest.mark.slow
@@ -51,7 +44,7 @@ def test_sigkill_while_pulling_loses_nothing_and_duplicates_nothing(imap_account
     jitter = random.Random(20261125)
     kills_mid_pull = 0
     for threshold in KILL_AFTER:
-        process = start(config)
+        process = start_daemon(config)
         try:
             wait_until(lambda: count(store) >= threshold or process.poll() is not None,
                        timeout=120, what=f"{threshold} saved records", interval=0.005)
@@ -63,7 +56,9 @@ def test_sigkill_while_pulling_loses_nothing_and_duplicates_nothing(imap_account
     # At least one kill must land mid-pull; more is timing (tests/test_kill_harness.py lands 20).
     assert kills_mid_pull >= 1, "a kill should land while the mailbox is being pulled"
 
-    process = start(config)
+    # Its log tells when it runs: the kills may have left nothing for it to do, and a
+    # SIGTERM sent before its handler exists would end it with the default action.
+    process = start_daemon(config, log_path=tmp_path / "final.log")
     try:
         wait_until(lambda: count(store) == MESSAGES and
                    count(store, RawMessage.status == "pending") == 0, timeout=180,
@@ -71,8 +66,8 @@ def test_sigkill_while_pulling_loses_nothing_and_duplicates_nothing(imap_account
         wait_until(lambda: all(b"$Helpdesk" in f for f in imap_account.flags().values()),
                    timeout=60, what="every message flagged on the server")
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
+        assert stop_daemon(process, tmp_path / "final.log") == 0, \
+            (tmp_path / "final.log").read_text(errors="replace")[-3000:]
 
     with store.transaction() as session:
         statuses = dict(session.execute(select(RawMessage.status, func.count())

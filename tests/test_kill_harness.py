@@ -18,8 +18,6 @@ import random
 import re
 import signal
 import smtplib
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -32,7 +30,7 @@ from sqlalchemy import func, select
 from daemon.store import Store
 from daemon.store.models import Message, OutboxMail, RawMessage, Ticket
 from tests.mailfactory import make_mail
-from tests.test_daemon import ROOT, free_port, listening, wait_until
+from tests.test_daemon import free_port, listening, start_daemon, stop_daemon, wait_until
 from tests.tomlwrite import write_config
 
 MAILS = 500
@@ -154,15 +152,6 @@ def explain(store: Store, stray: dict[str, str]) -> list[str]:
     return lines
 
 
-def start(config, *global_options: str, log_path=None) -> subprocess.Popen:
-    command = [sys.executable, "-m", "daemon.cli", "--config", str(config), *global_options, "run"]
-    if log_path is None:
-        return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-    with open(log_path, "a") as log:  # the child has its own copy of the descriptor
-        return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
-
-
 @pytest.mark.slow
 # PostgreSQL only, to keep within its CI budget (about 2 minutes a run): it is the
 # production store, and the one where claims can pass each other (SKIP LOCKED). On
@@ -205,7 +194,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_files_nothing_twice(
         thread.start()
     killed_while_feeding = 0
     for _ in range(KILLS):
-        process = start(config)
+        process = start_daemon(config)
         try:
             if rng.random() < STARTUP_KILLS:
                 time.sleep(rng.uniform(0, 1.5))  # while it starts: migrating, binding, connecting
@@ -224,7 +213,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_files_nothing_twice(
     # restart came that much later: mail claimed by a killed sender is sent again now
     # instead of after a real five-minute wait.
     later = (datetime.now(UTC) + timedelta(minutes=6)).isoformat()
-    process = start(config, "--now", later, log_path=tmp_path / "final.log")
+    process = start_daemon(config, "--now", later, log_path=tmp_path / "final.log")
     try:
         for thread in threads:
             thread.join(timeout=180)
@@ -247,8 +236,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_files_nothing_twice(
         wait_until(lambda: all(b"$Helpdesk" in f for f in imap_account.flags().values()),
                    timeout=60, what="every IMAP message flagged")
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
+        assert stop_daemon(process, tmp_path / "final.log") == 0
 
     with store.transaction() as session:
         filed = Counter(session.scalars(select(Message.message_id).where(Message.direction == "in")))
