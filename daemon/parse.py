@@ -1,6 +1,7 @@
 """Turn raw mail bytes into a ParsedMail: decoded headers, text, safe HTML, attachments.
 
-The MIME tree comes from the stdlib feed parser, bounded in depth; mail-parser reads the
+The MIME tree comes from the stdlib feed parser, bounded in depth and spared long base64
+runs (decoded from the raw bytes instead, see _read_spliced); mail-parser reads the
 address lists (its structural recovery skips garbage instead of inventing mailboxes), the
 Date header and mangled base64. Building a full mail-parser object is avoided on purpose:
 it cannot bound nesting, decodes 8-bit headers by dropping the bytes it cannot read (the
@@ -179,12 +180,168 @@ _FEED_CHUNK = 1 << 16
 
 
 def _read_message(raw: bytes) -> tuple[Message, bool]:
+    """The MIME tree of RAW; large base64 bodies stay in RAW until they are decoded."""
+    if len(raw) >= _SPLICE_MIN_RUN:
+        spliced = _read_spliced(raw)
+        if spliced is not None:
+            return spliced
+    return _feed(raw)
+
+
+def _feed(raw: bytes) -> tuple[Message, bool]:
     parser = _BoundedFeedParser(MAX_MIME_DEPTH)
     # In pieces: fed whole, the stdlib decodes all of it to one str and splits that in a
     # StringIO of 4-byte characters: about six times the mail's size at once.
     for start in range(0, len(raw), _FEED_CHUNK):
         parser.feed(raw[start:start + _FEED_CHUNK])
     return parser.close(), parser.depth_exceeded
+
+
+# The stdlib parser keeps a body as one str per line until it joins them: a 34 MB base64
+# attachment costs some 460,000 small strings (60 MB) plus the joined copy (34 MB). So a
+# long run of base64 lines is cut out of the mail before parsing and the parser sees one
+# placeholder line in its place; the part it lands in decodes the run from the raw bytes.
+#
+# Why the tree is the same as the plain parse's: every decision of the feed parser about a
+# line depends only on whether it matches a header line (or "From "), an empty line or a
+# "--boundary". A line of base64 letters alone (no colon, space, dash) matches none of
+# them in any state, and neither does the placeholder: from the same state, the run and
+# the placeholder lead to the same next state, and the text that gets the placeholder
+# (a body, a preamble, an epilogue) would have got the run in its place. So runs are found
+# without reading the MIME structure at all. A body that _walk_parts reads and that is
+# base64 decodes its run from the raw bytes; anywhere else (an attached message/rfc822,
+# a preamble, a part in another encoding) the run is put back as the text it was.
+_SPLICE_MIN_RUN = 1 << 16  # bytes; shorter runs cost the stdlib little
+# Whole lines of base64 letters, single line breaks between them. Possessive: a pattern
+# that may backtrack keeps a record per repetition, 200 bytes per line of a 34 MB run.
+_BASE64_LINES = re.compile(
+    rb"(?<![^\r\n])[A-Za-z0-9+/=]++(?:(?:\r\n|\r|\n)[A-Za-z0-9+/=]++)*+")
+_BASE64_BYTES = re.compile(rb"[A-Za-z0-9+/=\r\n]*")
+_PLACEHOLDER = "JantarSplicedBase64Run"
+_PLACEHOLDER_LINE = re.compile(_PLACEHOLDER + r"(\d+)Z")  # Z: run 1 is not a prefix of run 12
+_BASE64_ALPHABET = re.compile(r"[A-Za-z0-9+/=]")
+
+
+@dataclass
+class _SplicedBody:
+    """A base64 part's body, left in the raw mail: the parser saw placeholders instead.
+
+    texts are the pieces of the body the parser did read, around the runs (raw[start:end]).
+    """
+    raw: bytes
+    texts: list[str]
+    runs: list[tuple[int, int]]
+
+    def decoded(self) -> bytes:
+        if len(self.runs) == 1 and not any(_BASE64_ALPHABET.search(t) for t in self.texts):
+            # The decoder skips what is not base64 (line breaks, 8-bit bytes) without
+            # effect: alone, the run decodes as the whole body would, and uncopied.
+            start, end = self.runs[0]
+            try:
+                return binascii.a2b_base64(memoryview(self.raw)[start:end])
+            except binascii.Error:
+                pass  # repaired below from the whole body, as the plain path does
+        return _base64(self.encoded())
+
+    def encoded(self) -> bytes:
+        chunks = [self.texts[0].encode("utf-8", "surrogateescape")]
+        for (start, end), text in zip(self.runs, self.texts[1:]):
+            chunks += [memoryview(self.raw)[start:end], text.encode("utf-8", "surrogateescape")]
+        return b"".join(chunks)
+
+
+def _read_spliced(raw: bytes) -> tuple[Message, bool] | None:
+    """The tree with long base64 runs left in RAW, or None: read the mail the plain way."""
+    runs = _base64_runs(raw)
+    if not runs or _PLACEHOLDER.encode("ascii") in raw:
+        return None
+    message, depth_exceeded = _feed(_skeleton(raw, runs))
+    landed = _placeholders(message)
+    if sorted(number for _part, _name, numbers, _base64 in landed for number in numbers) \
+            != list(range(len(runs))):
+        return None  # a placeholder went missing: no case known, but never guess
+    for part, name, _numbers, base64 in landed:
+        pieces = _PLACEHOLDER_LINE.split(getattr(part, name))  # text, number, ..., text
+        texts, spans = pieces[0::2], [runs[int(number)] for number in pieces[1::2]]
+        setattr(part, name, _SplicedBody(raw, texts, spans) if base64
+                else _spliced_text(raw, texts, spans))
+    return message, depth_exceeded
+
+
+def _base64_runs(raw: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each run of at least _SPLICE_MIN_RUN bytes: from a line's start to
+    the end of a line's text, the line break after it not included."""
+    # Such a run covers a whole window [sample, sample + step) for some multiple of step:
+    # checking one byte per step skips text at no cost, where a pattern tried at every
+    # byte would take as long as the parse of a text mail.
+    step = max(_SPLICE_MIN_RUN // 2, 1)
+    runs: list[tuple[int, int]] = []
+    scanned = 0  # no stretch of base64 bytes begins before this unless already read
+    for sample in range(0, len(raw), step):
+        if sample < scanned:
+            continue
+        stretch_end = _BASE64_BYTES.match(raw, sample).end()
+        if stretch_end - sample < step:
+            continue
+        # It began after the byte that ended the last window checked, or the last stretch.
+        for lines in _BASE64_LINES.finditer(raw, max(scanned, sample - step), stretch_end):
+            start, end = lines.span()
+            if end < len(raw) and raw[end] not in b"\r\n":  # the last line goes on
+                end = _last_line_end(raw, start, end)
+            if end - start >= _SPLICE_MIN_RUN:
+                runs.append((start, end))
+        scanned = stretch_end
+    return runs
+
+
+def _last_line_end(raw: bytes, start: int, end: int) -> int:
+    """Where the text of the last whole line in raw[start:end] ends, START when none."""
+    cut = max(raw.rfind(b"\n", start, end), raw.rfind(b"\r", start, end))
+    if cut <= start:
+        return start
+    return cut - 1 if raw[cut - 1:cut + 1] == b"\r\n" else cut
+
+
+def _skeleton(raw: bytes, runs: list[tuple[int, int]]) -> bytes:
+    """RAW with each run replaced by its placeholder; the line break after a run stays."""
+    view = memoryview(raw)
+    chunks: list[bytes | memoryview] = []
+    position = 0
+    for number, (start, end) in enumerate(runs):
+        chunks += [view[position:start], f"{_PLACEHOLDER}{number}Z".encode("ascii")]
+        position = end
+    chunks.append(view[position:])
+    return b"".join(chunks)
+
+
+def _placeholders(message: Message) -> list[tuple[Message, str, list[int], bool]]:
+    """(part, attribute, run numbers, whether to decode it from RAW) for every piece of
+    text holding placeholders: bodies, and a multipart's preamble and epilogue."""
+    landed = []
+    stack = [(message, False)]
+    while stack:
+        part, in_attached_mail = stack.pop()
+        payload = part._payload
+        if isinstance(payload, list):
+            # _walk_parts reads the leaves of multiparts; a message/* part is flattened.
+            attached = in_attached_mail or part.get_content_maintype() != "multipart"
+            stack.extend((child, attached) for child in payload)
+        for name in ("preamble", "_payload", "epilogue"):
+            text = getattr(part, name)
+            if isinstance(text, str) and _PLACEHOLDER in text:
+                base64 = name == "_payload" and not in_attached_mail \
+                    and _transfer_encoding(part) == "base64"
+                numbers = [int(number) for number in _PLACEHOLDER_LINE.findall(text)]
+                landed.append((part, name, numbers, base64))
+    return landed
+
+
+def _spliced_text(raw: bytes, texts: list[str], runs: list[tuple[int, int]]) -> str:
+    """The text as the parser would have read it with the runs in place (they are ASCII)."""
+    chunks = [texts[0]]
+    for (start, end), text in zip(runs, texts[1:]):
+        chunks += [raw[start:end].decode("ascii"), text]
+    return "".join(chunks)
 
 
 def _walk_parts(message: Message, defects: list[str]) -> list[tuple[Message, int]]:
@@ -627,6 +784,8 @@ def _part_text(part: Message, charset: str | None, hints: _CharsetHints) -> str:
 def _part_bytes(part: Message) -> bytes:
     """The part's content with its transfer encoding undone."""
     payload = part._payload  # get_payload() would decode 8-bit text lossily
+    if isinstance(payload, _SplicedBody):  # only ever a base64 part's
+        return payload.decoded()
     if isinstance(payload, list):  # message/*: the stdlib parsed it, even when encoded
         data = b"".join(_flatten(inner) for inner in payload)
     elif isinstance(payload, str):

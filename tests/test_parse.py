@@ -14,6 +14,23 @@ from daemon.parse import MAX_MIME_DEPTH, UnparseableMail, parse_mail
 POLISH = "Zażółć gęślą jaźń"
 
 
+@pytest.fixture(autouse=True)
+def every_mail_also_read_spliced(monkeypatch):
+    """Every mail of this file is read three ways: plain, at the production threshold, and
+    with each line of base64 letters cut out before parsing (see test_parse_spliced.py).
+    All three must agree."""
+    from tests.test_parse_spliced import NEVER, PRODUCTION_MIN_RUN, outcome
+
+    def parse_three_ways(raw, **kwargs):
+        result = outcome(raw, 1, **kwargs)
+        assert result == outcome(raw, NEVER, **kwargs) == outcome(raw, PRODUCTION_MIN_RUN, **kwargs)
+        if isinstance(result, tuple):
+            raise UnparseableMail(result[1])
+        return result
+
+    monkeypatch.setitem(globals(), "parse_mail", parse_three_ways)
+
+
 def mail(headers: str, body: bytes = b"", *, extra: bytes = b"") -> bytes:
     """A raw mail: ASCII headers (plus raw `extra` header bytes), blank line, body bytes."""
     return headers.strip("\n").encode("ascii") + b"\n" + extra + b"\n" + body
