@@ -9,17 +9,16 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from email import policy
 from email.errors import HeaderParseError
-from email.header import Header
 from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import format_datetime, quote
+from functools import lru_cache
 
 import nh3
 from sqlalchemy.orm import Session
 
 from daemon.config import Config
+from daemon.outbound.compose import compose, folded_list, header_value, mailbox
 from daemon.outbound.config import outbound_config
 from daemon.parse import ParsedAttachment, ParsedMail
 from daemon.rules.classify import LOOP_HEADER
@@ -31,6 +30,8 @@ LINE_BREAKS_RE = re.compile(r"[\r\n\x00]+")
 # No spaces, specials or control characters (a hostile From: may carry any byte).
 _ATOM = r'[^\s\x00-\x1f\x7f@<>,;:"()\[\]\\]+'
 ADDRESS_RE = re.compile(rf'{_ATOM}@{_ATOM}\.{_ATOM}')
+# RFC 2045 token: what a MIME type's halves may be made of.
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
 # Long threads: keep the first (the thread's root) and the latest references (RFC 5322 3.6.4).
 MAX_REFERENCES = 20
 
@@ -50,7 +51,10 @@ def enqueue(session: Session, config: Config, *, kind: str, now: datetime,
             auto_submitted: str | None = None,
             attachments: list[OutgoingAttachment] = (),
             message_kind: str = "system", record_on_ticket: bool = True) -> OutboxMail:
-    """Build and queue one mail; returns the pending OutboxMail row (flushed, with its id).
+    """Build and queue one mail; returns the pending OutboxMail row, added to the session.
+
+    The row is written when the session flushes (at the latest with the caller's
+    commit): a sweep or a pipeline step that queues many mails writes them together.
 
     - From: `from_name <from_address>`; from_address defaults to the ticket's mailbox,
       else the first configured mailbox. The envelope sender is the same address.
@@ -78,15 +82,13 @@ def enqueue(session: Session, config: Config, *, kind: str, now: datetime,
     message_id = new_message_id(sender)
     parent = bare_id(in_reply_to) if in_reply_to else None
     thread = thread_references(references, parent)
-    mail = _headers(sender=sender, name=name, to=to, cc=cc, reply_to=reply_to, subject=subject,
-                    message_id=message_id, parent=parent, thread=thread, now=now, config=config)
-    if auto_submitted:
-        mail["Auto-Submitted"] = one_line(auto_submitted)
-        # Outlook/Exchange: do not answer our automatic mail with an out-of-office.
-        mail["X-Auto-Response-Suppress"] = "All"
-    _body(mail, text, html, attachments)
+    headers = _headers(sender=sender, name=name, to=to, cc=cc, reply_to=reply_to,
+                       subject=subject, message_id=message_id, parent=parent, thread=thread,
+                       now=now, config=config, auto_submitted=auto_submitted)
+    raw = compose(headers, _body_text(text), None if html is None else _body_text(html),
+                  [_attachment(a) for a in attachments])
     row = OutboxMail(kind=kind, mail_from=sender, recipients=envelope_recipients(to, cc),
-                     subject=subject, message_id=message_id, raw=mail.as_bytes(),
+                     subject=subject, message_id=message_id, raw=raw,
                      status="pending", attempts=0, next_attempt_at=now, created_at=now)
     if ticket is not None:
         if ticket.id is None:
@@ -98,7 +100,6 @@ def enqueue(session: Session, config: Config, *, kind: str, now: datetime,
                               to=to, cc=cc, reply_to=reply_to, subject=subject,
                               message_id=message_id, parent=parent, thread=thread)
     session.add(row)
-    session.flush()
     return row
 
 
@@ -167,6 +168,7 @@ def envelope_recipients(to, cc) -> list[str]:
     return recipients
 
 
+@lru_cache(maxsize=4096)
 def _address(addr_spec: str, name: str = "") -> str:
     """One mailbox for an address header, quoted as needed; ValueError if it is none."""
     address, name = one_line(addr_spec), one_line(name)
@@ -183,77 +185,47 @@ def _address(addr_spec: str, name: str = "") -> str:
 
 
 def header_text(value: str) -> str:
-    """A one-line value as a header carries it: RFC 2047 words when it needs them.
-
-    Encoded here, and the header set raw, because the standard library's own folding
-    raises on some text a person can type (a literal ``=?utf-8?b?…?=`` next to Polish
-    letters), and subjects and names come from customers.
-    """
-    value = one_line(value)
-    if value.isascii() and "=?" not in value:
-        return value
-    return Header(value, "utf-8").encode(linesep="\r\n")
-
-
-def _from_header(address: str, name: str) -> str:
-    plain = _address(address)  # validates
-    name = one_line(name)
-    if not name:
-        return plain
-    if name.isascii() and "=?" not in name:
-        return _address(address, name)
-    return f"{header_text(name)} <{plain}>"
+    """A one-line value as a header carries it: RFC 2047 words when it needs them."""
+    return header_value(one_line(value))
 
 
 # -- the message -------------------------------------------------------------------------------
-def _mail_policy(addresses: list[str]) -> policy.EmailPolicy:
-    # RFC 2047 encodes non-ASCII names and subjects; only a non-ASCII address needs
-    # raw UTF-8 headers, and with them SMTPUTF8 at the relay. Headers set raw (Subject,
-    # From) are already encoded and folded: the generator must not refold them.
-    if all(address.isascii() for address in addresses):
-        return policy.SMTP.clone(refold_source="none")
-    return policy.SMTPUTF8.clone(refold_source="none")
-
-
 def _headers(*, sender: str, name: str, to, cc, reply_to: str | None, subject: str,
              message_id: str, parent: str | None, thread: list[str], now: datetime,
-             config: Config) -> EmailMessage:
+             config: Config, auto_submitted: str | None) -> list[str]:
     if not to:
         raise ValueError("a mail needs at least one recipient")
-    mail = EmailMessage(policy=_mail_policy([sender, *to, *cc, reply_to or ""]))
-    mail.set_raw("From", _from_header(sender, name))
-    mail["To"] = ", ".join(_address(a) for a in to)
+    _address(sender)  # validates
+    headers = [f"From: {mailbox(sender, name, len('From: '))}",
+               folded_list("To", [_address(a) for a in to])]
     if cc:
-        mail["Cc"] = ", ".join(_address(a) for a in cc)
+        headers.append(folded_list("Cc", [_address(a) for a in cc]))
     if reply_to:
-        mail["Reply-To"] = _address(reply_to)
-    mail.set_raw("Subject", header_text(subject))
-    mail["Date"] = format_datetime(now.astimezone(config.tz))
-    mail["Message-ID"] = f"<{message_id}>"
+        headers.append(f"Reply-To: {_address(reply_to)}")
+    headers += [f"Subject: {header_value(subject, len('Subject: '))}",
+                f"Date: {format_datetime(now.astimezone(config.tz))}",
+                f"Message-ID: <{message_id}>"]
     if parent:
-        mail["In-Reply-To"] = f"<{parent}>"
+        headers.append(f"In-Reply-To: <{parent}>")
     if thread:
-        mail["References"] = " ".join(f"<{r}>" for r in thread)
-    mail[LOOP_HEADER] = sender
-    return mail
+        headers.append(folded_list("References", [f"<{r}>" for r in thread], separator=""))
+    headers.append(f"{LOOP_HEADER}: {sender}")
+    if auto_submitted:
+        headers.append(f"Auto-Submitted: {one_line(auto_submitted)}")
+        # Outlook/Exchange: do not answer our automatic mail with an out-of-office.
+        headers.append("X-Auto-Response-Suppress: All")
+    return headers
 
 
-def _body(mail: EmailMessage, text: str, html: str | None,
-          attachments) -> None:
-    # Quoted-printable keeps the body 7-bit, so any relay takes it; Polish text stays
-    # mostly readable in the raw source.
-    mail.set_content(_body_text(text), subtype="plain", charset="utf-8", cte="quoted-printable")
-    if html is not None:
-        mail.add_alternative(_body_text(html), subtype="html", charset="utf-8",
-                             cte="quoted-printable")
-    for attachment in attachments:
-        maintype, _, subtype = one_line(attachment.content_type).lower().partition("/")
-        if maintype in ("message", "multipart", "") or not subtype:
-            # Stored bytes of an attached mail or report: the generator would try to
-            # re-serialise them as a parsed structure. Ship them as an opaque file.
-            maintype, subtype = "application", "octet-stream"
-        mail.add_attachment(attachment.data, maintype=maintype, subtype=subtype,
-                            filename=one_line(attachment.filename) or "attachment")
+def _attachment(attachment: OutgoingAttachment) -> tuple[str, str, str, bytes]:
+    maintype, _, subtype = one_line(attachment.content_type).lower().partition("/")
+    if (maintype in ("message", "multipart", "") or not subtype
+            or not _TOKEN_RE.fullmatch(maintype) or not _TOKEN_RE.fullmatch(subtype)):
+        # Stored bytes of an attached mail or report would be read as a structure by
+        # the recipient's parser, and a type that is not a token cannot be written:
+        # ship them as an opaque file.
+        maintype, subtype = "application", "octet-stream"
+    return one_line(attachment.filename) or "attachment", maintype, subtype, attachment.data
 
 
 def _body_text(text: str) -> str:
