@@ -380,6 +380,26 @@ def _ticket_policy(doc: dict, problems: list[str]) -> TicketPolicy:
     return policy
 
 
+def derived(config: Config, key: tuple, build: Callable[[], Any]) -> Any:
+    """BUILD(), worked out once per CONFIG and KEY: a section read from `config.extra`
+    (the SLA or outbound settings) is asked for with every notice and every ticket, and a
+    Config is frozen, its sections never changed after loading. An exception is not kept.
+    """
+    slot = (id(config), *key)
+    kept = _DERIVED.get(slot)
+    if kept is not None and kept[0] is config:
+        return kept[1]
+    value = build()
+    if len(_DERIVED) >= 32:     # tests build many configs; a daemon has one
+        _DERIVED.clear()
+    _DERIVED[slot] = (config, value)
+    return value
+
+
+# (id(config), *key) -> (config, value); the config is kept so that its id is not reused.
+_DERIVED: dict[tuple, tuple[Config, Any]] = {}
+
+
 def from_dict(doc: dict, *, env: dict[str, str] | None = None, source: Path | None = None) -> Config:
     """Build a Config from a parsed TOML document; raises ConfigError with every problem."""
     env = dict(os.environ if env is None else env)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from daemon.config import Config, ConfigError, _Reader, _secret, parse_duration
+from daemon.config import Config, ConfigError, _Reader, _secret, derived, parse_duration
 
 TRANSPORTS = ("maildir", "smtp")
 TLS_MODES = ("none", "starttls", "tls")
@@ -44,8 +44,19 @@ class OutboundConfig:
 
 
 def outbound_config(config: Config, env: dict[str, str] | None = None) -> OutboundConfig:
-    """config.extra["outbound"] as an OutboundConfig; raises ConfigError naming each bad key."""
-    env = dict(os.environ if env is None else env)
+    """config.extra["outbound"] as an OutboundConfig; raises ConfigError naming each bad key.
+
+    Read from the process environment (env=None), it is kept per Config
+    (daemon.config.derived) and per value of the password variable it names.
+    """
+    if env is not None:
+        return _checked(config, env)
+    variable = config.extra.get("outbound", {}).get("smtp_password_env")
+    password = os.environ.get(variable) if isinstance(variable, str) else None
+    return derived(config, ("outbound", password), lambda: _checked(config, dict(os.environ)))
+
+
+def _checked(config: Config, env: dict[str, str]) -> OutboundConfig:
     problems: list[str] = []
     outbound = _read(_Reader(config.extra.get("outbound", {}), "outbound", problems), config, env)
     if problems:

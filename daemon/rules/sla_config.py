@@ -17,7 +17,8 @@ from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from daemon.config import PRIORITIES, TIERS, Config, ConfigError, _Reader, parse_duration
+from daemon.config import (PRIORITIES, TIERS, Config, ConfigError, _Reader, derived,
+                           parse_duration)
 from daemon.rules.calendar import BusinessCalendar, CalendarError, check_country
 
 CLOCKS = ("first_response", "resolution")
@@ -126,7 +127,14 @@ class SlaConfig:
 
 # -- entry points -----------------------------------------------------------------------
 def sla_config(config: Config, env: dict[str, str] | None = None) -> SlaConfig:
-    """The SLA sections of CONFIG as an SlaConfig; raises ConfigError naming each bad key."""
+    """The SLA sections of CONFIG as an SlaConfig; raises ConfigError naming each bad key.
+
+    Read once per Config (daemon.config.derived).
+    """
+    return derived(config, ("sla",), lambda: _checked(config))
+
+
+def _checked(config: Config) -> SlaConfig:
     problems: list[str] = []
     sla = _read(config, problems)
     if problems:
