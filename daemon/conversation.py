@@ -25,7 +25,7 @@ from daemon.ratings import rating_links
 from daemon.rules.sla import follow_status, refresh_clocks
 from daemon.rules.threading import ThreadMatch, tag_pattern
 from daemon.store.models import AutoReplyLog, Blob, Event, Message, RawMessage, Technician, Ticket
-from daemon.tickets import (add_participant, move_message, open_ticket, record_event,
+from daemon.tickets import (add_participant, move_message, open_ticket, reading, record_event,
                             refresh_held)
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,9 @@ BRAND = "Jantar Helpdesk"
 def may_auto_reply(session: Session, config: Config, address: str, now: datetime) -> bool:
     """Count an automatic mail to ADDRESS, unless the hourly limit is reached (then False)."""
     address = address.lower()
-    sent = session.scalar(select(func.count(AutoReplyLog.id)).where(
-        AutoReplyLog.address == address, AutoReplyLog.sent_at > now - timedelta(hours=1)))
+    with reading(session, AutoReplyLog):  # a pending entry is flushed first, and counted
+        sent = session.scalar(select(func.count(AutoReplyLog.id)).where(
+            AutoReplyLog.address == address, AutoReplyLog.sent_at > now - timedelta(hours=1)))
     if sent >= outbound_config(config).auto_reply_limit_per_hour:
         log.warning("<%s> automatic mail suppressed: %d in the last hour", address, sent)
         return False
@@ -96,10 +97,16 @@ def _files(session: Session, config: Config, message: Message | None,
     """A message's stored files: attached up to MAX_BYTES each, as links to the web above it."""
     attached, linked = [], []
     for stored in message.attachments if message else []:
-        blob = session.get(Blob, stored.blob_sha256) if stored.blob_sha256 else None
-        if blob is not None and (max_bytes is None or stored.size <= max_bytes):
+        blob = None
+        if stored.blob_sha256 and (max_bytes is None or stored.size <= max_bytes):
+            # Only a file small enough to attach is loaded (not a 25 MB one to be linked).
+            with reading(session, Blob):  # blob rows are never pending ORM objects
+                blob = session.get(Blob, stored.blob_sha256)
+        if blob is not None:
             attached.append(OutgoingAttachment(stored.filename, stored.content_type, blob.data))
         else:
+            if stored.id is None:
+                session.flush()  # a link names the stored file by its id
             linked.append({"filename": stored.filename, "size": stored.size,
                            "url": f"{ticket_url(config, message.ticket)}/attachments/{stored.id}"})
     return attached, linked

@@ -27,9 +27,9 @@ from daemon.rules.classify import automatic_reason
 from daemon.rules.routing import route_new_ticket
 from daemon.rules.threading import ThreadMatch, find_thread
 from daemon.store import Store
-from daemon.store.models import Client, Message, RawMessage, Ticket
+from daemon.store.models import Client, Message, RawBody, RawMessage, Ticket
 from daemon.tickets import (add_participant, append_message, message_by_message_id,
-                            open_ticket, record_event, technician_for_address)
+                            open_ticket, reading, record_event, technician_for_address)
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,21 @@ Step = Callable[[Intake], None]
 
 def parse(intake: Intake) -> None:
     try:
-        intake.mail = parse_mail(intake.raw.raw,
+        intake.mail = parse_mail(_raw_bytes(intake),
                                  attachment_max_bytes=intake.config.limits.attachment_max_bytes)
     except UnparseableMail as exc:
         raise Quarantine(f"unparseable: {exc}") from exc
+    finally:
+        # The bytes are not needed again (a PBX report reloads them): a 30 MB mail's
+        # bytes are not kept in memory beside its decoded files for the transaction.
+        intake.session.expire(intake.raw, ["body"])
+
+
+def _raw_bytes(intake: Intake) -> bytes:
+    """The record's bytes: a lazy load of raw_bodies, which the claimed record's pending
+    bookkeeping cannot change (tickets.reading: no flush needed for it)."""
+    with reading(intake.session, RawBody):
+        return intake.raw.raw
 
 
 def deduplicate(intake: Intake) -> None:

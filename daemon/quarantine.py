@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from daemon.pipeline import Pipeline
 from daemon.store import Store
-from daemon.store.models import RawMessage
+from daemon.store.models import RawBody, RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,12 @@ def purge_discarded(store: Store, now: datetime, keep_days: int) -> int:
     recognised as already seen. Safe to run twice and in two processes at once.
     """
     with store.transaction() as session:
-        purged = session.execute(update(RawMessage).where(
+        discarded = select(RawMessage.id).where(
             RawMessage.status == "discarded",
-            RawMessage.processed_at < now - timedelta(days=keep_days),
-            func.length(RawMessage.raw) > 0).values(raw=b"")).rowcount
+            RawMessage.processed_at < now - timedelta(days=keep_days))
+        purged = session.execute(update(RawBody).where(
+            RawBody.raw_id.in_(discarded), func.length(RawBody.data) > 0)
+            .values(data=b"")).rowcount
     if purged:
         log.info("purged the bytes of %d discarded raw records", purged)
     return purged

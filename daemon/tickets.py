@@ -1,6 +1,7 @@
 """Ticket operations inside one transaction: numbers, messages, participants, audit events."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from datetime import datetime
 
@@ -17,7 +18,38 @@ from daemon.store.models import (Attachment, Blob, Client, Event, Message, Parti
 def _insert_ignore(session: Session, model, values: dict) -> None:
     """INSERT … ON CONFLICT DO NOTHING on either backend (blob and counter rows)."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    session.execute(dialect.insert(model).values(**values).on_conflict_do_nothing())
+    # VALUES as execution parameters: a cached compiled statement keeps the statement it
+    # was compiled from, and with .values() a blob's bytes with it.
+    session.execute(dialect.insert(model).on_conflict_do_nothing(), values)
+
+
+def reading(session: Session, *models: type) -> contextlib.AbstractContextManager:
+    """A block that touches only MODELS' tables (reads them, or writes them with plain
+    SQL), run without the autoflush when that flush could not change its outcome: nothing
+    of MODELS is new or changed in SESSION, and nothing at all is marked deleted.
+
+    Each autoflush is a unit-of-work pass, a large part of a record's ORM cost, and
+    most of a record's queries come while only unrelated rows are pending (the claimed
+    raw record, the new message). The flush then comes later, at the latest at commit,
+    in the same transaction. A change to a row of MODELS' tables is always an object of
+    MODELS in `new` or `dirty`: every one-to-many relationship here has its back-reference,
+    so a child moved in or out of a collection is itself changed, and the store has no
+    triggers or cascading deletes. When anything of MODELS is pending this is a plain block
+    and the query flushes as before.
+    """
+    if session.deleted or any(isinstance(o, models) for o in (*session.new, *session.dirty)):
+        return contextlib.nullcontext(session)
+    return session.no_autoflush
+
+
+def participants_of(session: Session, ticket: Ticket) -> list[Participant]:
+    """TICKET's participants, loaded without flushing the record's other pending rows.
+
+    Participants are only ever added through this collection (`add_participant`), so a
+    pending one is already in it once loaded; loading reads only the participants table.
+    """
+    with reading(session, Participant):
+        return ticket.participants
 
 
 def _text(value: str | None, limit: int | None = None) -> str | None:
@@ -30,10 +62,15 @@ def _text(value: str | None, limit: int | None = None) -> str | None:
 
 def next_number(session: Session, prefix: str) -> str:
     """The next ticket number for PREFIX; the counter row's lock makes it unique across processes."""
-    _insert_ignore(session, TicketCounter, {"prefix": prefix, "value": 0})
-    value = session.execute(
-        update(TicketCounter).where(TicketCounter.prefix == prefix)
-        .values(value=TicketCounter.value + 1).returning(TicketCounter.value)).scalar_one()
+    # The row exists after a prefix's first ticket: try the increment first, and create
+    # the row (then increment it) only when it is missing.
+    increment = (update(TicketCounter).where(TicketCounter.prefix == prefix)
+                 .values(value=TicketCounter.value + 1).returning(TicketCounter.value))
+    with reading(session, TicketCounter):  # counter rows are never ORM objects in a session
+        value = session.execute(increment).scalar_one_or_none()
+        if value is None:
+            _insert_ignore(session, TicketCounter, {"prefix": prefix, "value": 0})
+            value = session.execute(increment).scalar_one()
     return f"{prefix}-{value}"
 
 
@@ -46,15 +83,18 @@ def client_for_address(session: Session, address: str) -> Client | None:
     domain = domain_of(address)
     if not domain:
         return None
-    for client in session.scalars(select(Client).where(Client.active)):
+    with reading(session, Client):
+        clients = session.scalars(select(Client).where(Client.active)).all()
+    for client in clients:
         if any(domain == d or domain.endswith("." + d) for d in client.domains):
             return client
     return None
 
 
 def technician_for_address(session: Session, address: str) -> Technician | None:
-    return session.scalar(select(Technician).where(Technician.email == address.lower(),
-                                                   Technician.active))
+    with reading(session, Technician):
+        return session.scalar(select(Technician).where(Technician.email == address.lower(),
+                                                       Technician.active))
 
 
 def record_event(session: Session, ticket: Ticket, action: str, now: datetime,
@@ -68,7 +108,7 @@ def add_participant(session: Session, ticket: Ticket, email: str, name: str = ""
                     role: str = "cc") -> bool:
     """Add EMAIL to the ticket's conversation unless it is there already."""
     email = email.lower()
-    if not email or any(p.email == email for p in ticket.participants):
+    if not email or any(p.email == email for p in participants_of(session, ticket)):
         return False
     ticket.participants.append(Participant(email=email, name=name, role=role))
     return True
@@ -77,7 +117,8 @@ def add_participant(session: Session, ticket: Ticket, email: str, name: str = ""
 def is_tied(session: Session, ticket: Ticket, address: str) -> bool:
     """Whether ADDRESS may add to TICKET: requester, on CC, a technician, or the client's domain."""
     address = address.lower()
-    if address == ticket.requester_email or any(p.email == address for p in ticket.participants):
+    if address == ticket.requester_email or any(p.email == address
+                                                for p in participants_of(session, ticket)):
         return True
     if technician_for_address(session, address):
         return True
@@ -113,8 +154,9 @@ def open_ticket(session: Session, config: Config, mail: ParsedMail, *, channel: 
 
 def _store_blob(session: Session, attachment: ParsedAttachment) -> str:
     digest = hashlib.sha256(attachment.data).hexdigest()
-    _insert_ignore(session, Blob, {"sha256": digest, "size": len(attachment.data),
-                                   "data": attachment.data})
+    with reading(session, Blob):  # blob rows are only written here, never as ORM objects
+        _insert_ignore(session, Blob, {"sha256": digest, "size": len(attachment.data),
+                                       "data": attachment.data})
     return digest
 
 
@@ -153,7 +195,8 @@ def append_message(session: Session, ticket: Ticket, mail: ParsedMail, *, kind: 
 def message_by_message_id(session: Session, message_id: str | None) -> Message | None:
     if not message_id:
         return None
-    return session.scalar(select(Message).where(Message.message_id == message_id))
+    with reading(session, Message):
+        return session.scalar(select(Message).where(Message.message_id == message_id))
 
 
 def count_tickets(session: Session) -> int:

@@ -178,10 +178,12 @@ class Desk:
 
     def raw_records(self) -> list:
         from sqlalchemy import select
+        from sqlalchemy.orm import selectinload
 
         from daemon.store.models import RawMessage
         with self.store.transaction() as session:
-            return list(session.scalars(select(RawMessage).order_by(RawMessage.id)))
+            return list(session.scalars(select(RawMessage).options(selectinload(RawMessage.body))
+                                        .order_by(RawMessage.id)))
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from daemon.clock import Clock
 from daemon.forget import ERASED_ACTION, ForgetError, forget
 from daemon.ingest.intake import content_key, save_raw
 from daemon.pipeline import Pipeline
-from daemon.store.models import Call, Event, OutboxMail, RawMessage, Ticket
+from daemon.store.models import Call, Event, OutboxMail, RawBody, RawMessage, Ticket
 from tests.conftest import NOW
 from tests.mailfactory import make_mail
 
@@ -36,7 +36,8 @@ def dump(desk, number: str) -> str:
     """Everything the store keeps about a ticket, as one lower-case text to search."""
     with desk.store.transaction() as session:
         ticket = session.scalar(select(Ticket).where(Ticket.number == number))
-        raws = session.scalars(select(RawMessage.raw).where(RawMessage.ticket_id == ticket.id))
+        raws = session.scalars(select(RawBody.data).join(RawMessage)
+                              .where(RawMessage.ticket_id == ticket.id))
         outbox = session.scalars(select(OutboxMail).where(OutboxMail.ticket_id == ticket.id))
         parts = [ticket.requester_email, ticket.requester_name, ticket.subject,
                  *(f"{p.email} {p.name}" for p in ticket.participants),
@@ -91,7 +92,7 @@ def test_forget_anonymises_closed_tickets_and_skips_open_ones(site):
         ticket = session.scalar(select(Ticket).where(Ticket.number == "JAN-1"))
         assert ticket.requester_email.endswith("@invalid") and ticket.requester_name == ""
         assert ticket.messages[0].attachments[0].filename.endswith(".jpg")
-        assert all(r == b"" for r in session.scalars(select(RawMessage.raw)
+        assert all(r == b"" for r in session.scalars(select(RawBody.data).join(RawMessage)
                                                      .where(RawMessage.ticket_id == ticket.id)))
         [erased] = session.scalars(select(Event).where(Event.ticket_id == ticket.id,
                                                        Event.action == ERASED_ACTION))

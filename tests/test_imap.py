@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from imapclient import IMAPClient
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from daemon.clock import Clock
 from daemon.ingest import imap as imap_module
@@ -49,7 +50,8 @@ class SteppedClock:
 
 def raws(store: Store) -> list[RawMessage]:
     with store.transaction() as session:
-        return list(session.scalars(select(RawMessage).order_by(RawMessage.id)))
+        return list(session.scalars(select(RawMessage).options(selectinload(RawMessage.body))
+                                        .order_by(RawMessage.id)))
 
 
 def cursor(store: Store) -> MailboxCursor | None:

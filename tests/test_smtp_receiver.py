@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.orm import selectinload
 
 from daemon.clock import Clock
 from daemon.ingest.smtp import start_receiver
@@ -29,7 +30,8 @@ def message(subject: str = "Drukarka fiskalna nie drukuje", message_id: str = "z
 
 def raw_rows(store: Store) -> list[RawMessage]:
     with store.transaction() as session:
-        return list(session.scalars(select(RawMessage).order_by(RawMessage.id)))
+        return list(session.scalars(select(RawMessage).options(selectinload(RawMessage.body))
+                                        .order_by(RawMessage.id)))
 
 
 @pytest.fixture

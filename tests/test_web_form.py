@@ -320,8 +320,9 @@ def test_line_breaks_in_name_and_subject_never_reach_an_outgoing_header(client, 
         assert "victim@evil.example" not in recipients + row.recipients
         for name, value in mail.items():
             assert "\r" not in str(value) and "\n" not in str(value), name
-    [raw] = rows(store, RawMessage)
-    incoming = BytesParser(policy=policy.default).parsebytes(raw.raw)
+    with store.transaction() as session:
+        [raw] = session.scalars(select(RawMessage))
+        incoming = BytesParser(policy=policy.default).parsebytes(raw.raw)
     assert "bcc" not in {name.lower() for name in incoming.keys()}
 
 

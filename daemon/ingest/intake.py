@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from daemon.store import Store
-from daemon.store.models import RawMessage
+from daemon.store.models import RawBody, RawMessage
 
 log = logging.getLogger(__name__)
 _MESSAGE_ID_RE = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
@@ -31,7 +31,11 @@ class Saved:
 
 def header_message_id(raw: bytes) -> str | None:
     """The Message-ID from the header block, cheaply and without a full parse."""
-    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0][:1_000_000]
+    # Found, not split: splitting copied the whole body (30 MB for a large mail).
+    limit = 1_000_000
+    ends = [end for end in (raw.find(b"\r\n\r\n", 0, limit + 3), raw.find(b"\n\n", 0, limit + 1))
+            if end >= 0]
+    head = raw[:min([*ends, limit])]
     match = _MESSAGE_ID_RE.search(head)
     if not match:
         return None
@@ -51,14 +55,36 @@ def add_raw(session: Session, *, channel: str, key: str, raw: bytes, now: dateti
     """Add a raw record in the caller's transaction unless its key is known (then None)."""
     if session.scalar(select(RawMessage.id).where(RawMessage.idempotency_key == key)):
         return None
-    record = RawMessage(channel=channel, mailbox=mailbox, origin=origin[:1000],
-                        idempotency_key=key[:700], message_id=header_message_id(raw),
-                        sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), raw=raw,
-                        received_at=now, status="pending", attempts=0,
-                        envelope=envelope or {})
+    record = RawMessage(**_raw_row(channel=channel, key=key, raw=raw, now=now, mailbox=mailbox,
+                                   origin=origin, envelope=envelope))
     session.add(record)
     session.flush()
     return record
+
+
+def _raw_row(*, channel: str, key: str, raw: bytes, now: datetime, mailbox: str | None,
+             origin: str, envelope: dict[str, Any] | None) -> dict[str, Any]:
+    return dict(channel=channel, mailbox=mailbox, origin=origin[:1000],
+                idempotency_key=key[:700], message_id=header_message_id(raw),
+                sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), raw=raw,
+                received_at=now, status="pending", attempts=0, envelope=envelope or {})
+
+
+def _insert_raw(session: Session, row: dict[str, Any]) -> int | None:
+    """`add_raw` for `save_raw`, as plain INSERTs: no ORM object or flush for a row the
+    saving transaction never reads again (the pipeline claims it afresh)."""
+    connection = session.connection()
+    table = RawMessage.__table__
+    known = select(table.c.id).where(table.c.idempotency_key == row["idempotency_key"])
+    if connection.scalar(known):
+        return None
+    row = dict(row)
+    data = row.pop("raw")
+    # Values as execution parameters, not .values(): a compiled statement is cached with
+    # the statement it came from, and would keep its first mail's bytes alive.
+    raw_id = connection.execute(insert(table).returning(table.c.id), row).scalar_one()
+    connection.execute(insert(RawBody.__table__), {"raw_id": raw_id, "data": data})
+    return raw_id
 
 
 def save_raw(store: Store, *, channel: str, key: str, raw: bytes, now: datetime,
@@ -68,12 +94,13 @@ def save_raw(store: Store, *, channel: str, key: str, raw: bytes, now: datetime,
     conflict: IntegrityError | None = None
     try:
         with store.transaction() as session:
-            record = add_raw(session, channel=channel, key=key, raw=raw, now=now,
-                             mailbox=mailbox, origin=origin, envelope=envelope)
-            if record is not None:
-                log.info("<%s> saved from %s (%s, %d bytes)", record.message_id or "-",
+            row = _raw_row(channel=channel, key=key, raw=raw, now=now, mailbox=mailbox,
+                           origin=origin, envelope=envelope)
+            raw_id = _insert_raw(session, row)
+            if raw_id is not None:
+                log.info("<%s> saved from %s (%s, %d bytes)", row["message_id"] or "-",
                          channel, origin or mailbox, len(raw))
-                return Saved(record.id, True)
+                return Saved(raw_id, True)
     except IntegrityError as exc:
         conflict = exc  # another process saved the same key between our check and insert
     with store.transaction() as session:

@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from daemon.parse import ParsedMail
-from daemon.store.models import Message, Ticket
-from daemon.tickets import is_tied
+from daemon.store.models import Client, Message, Participant, Technician, Ticket
+from daemon.tickets import is_tied, reading
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,24 @@ def referenced_ticket(session: Session, mail: ParsedMail) -> Ticket | None:
 
 
 def find_thread(session: Session, mail: ParsedMail, prefix: str) -> ThreadMatch:
+    """The ticket MAIL belongs to, if any.
+
+    It reads messages, tickets (with their client and assignee), participants and
+    technicians; while none of those is pending, no flush could change the answer, so
+    the record's pending rows (the claimed raw record) wait for the next flush.
+    """
+    with reading(session, Message, Ticket, Client, Technician, Participant):
+        return _find_thread(session, mail, prefix)
+
+
+def _find_thread(session: Session, mail: ParsedMail, prefix: str) -> ThreadMatch:
     number = tagged_number(mail.subject, prefix)
     referenced = referenced_ticket(session, mail)
     if number:
-        ticket = session.scalar(select(Ticket).where(Ticket.number == number))
+        # A reply mostly references a message of the very ticket its tag names: numbers
+        # are unique, so that ticket is the one the query would return.
+        ticket = referenced if referenced is not None and referenced.number == number \
+            else session.scalar(select(Ticket).where(Ticket.number == number))
         if ticket is not None:
             trusted = referenced is ticket or is_tied(session, ticket, mail.from_email)
             return ThreadMatch(ticket, "tag", held=not trusted)

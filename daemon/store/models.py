@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer,
                         LargeBinary, MetaData, String, Text, UniqueConstraint, text)
+from sqlalchemy.ext.associationproxy import AssociationProxy, association_proxy
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -55,7 +56,6 @@ class RawMessage(Base):
     message_id: Mapped[str | None] = mapped_column(String(998), index=True)
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime]
     # pending -> processed | duplicate | quarantined -> (retry) pending | discarded
     status: Mapped[str] = mapped_column(String(16), default="pending")
@@ -66,6 +66,22 @@ class RawMessage(Base):
     envelope: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     __table_args__ = (Index("ix_raw_messages_status_id", "status", "id"),)
+
+    # The bytes are a row of their own, written once and never updated: SQLite rewrites a
+    # whole row on every UPDATE, so the status changes of processing copied a 30 MB mail
+    # twice (the peak memory of ingesting it). `record.raw` reads and sets them as before;
+    # they are loaded only when read.
+    body: Mapped[RawBody] = relationship(cascade="all, delete-orphan", lazy="select")
+    raw: AssociationProxy[bytes] = association_proxy(
+        "body", "data", creator=lambda data: RawBody(data=data))
+
+
+class RawBody(Base):
+    """The bytes of a RawMessage (see RawMessage.body)."""
+
+    __tablename__ = "raw_bodies"
+    raw_id: Mapped[int] = mapped_column(BigId, ForeignKey("raw_messages.id"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Client(Base):
