@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -65,7 +66,7 @@ def render_mail(config: Config, name: str, language: str | None, **context) -> R
     subject = environment.get_template(f"{name}.subject.txt").render(context)
     text = environment.get_template(f"{name}.txt").render(context)
     html = None
-    if any((root / chosen / f"{name}.html").is_file() for root in roots):
+    if _present(tuple(roots), chosen, name)[1]:
         html = environment.get_template(f"{name}.html").render(context)
     return RenderedMail(subject=" ".join(subject.split()), text=text, html=html)
 
@@ -87,11 +88,36 @@ def _language_with(roots: list[Path], name: str, wanted: str | None, default: st
     # A language comes from ticket data; it must not become a path like "../..".
     wanted = wanted.lower() if wanted and LANGUAGE_RE.fullmatch(wanted.lower()) else default
     for language in dict.fromkeys([wanted, default]):
-        if all(any((root / language / f"{name}{suffix}").is_file() for root in roots)
-               for suffix in (".subject.txt", ".txt")):
+        if _present(tuple(roots), language, name)[0]:
             return language
     raise TemplateMissing(f"no mail template {name!r} in {wanted!r} "
                           f"nor {default!r} under {', '.join(map(str, roots))}")
+
+
+FILES_TTL = 2.0   # seconds a look at which template files exist is reused
+_PRESENT: dict[tuple, tuple[float, tuple[bool, bool]]] = {}
+
+
+def _present(roots: tuple[Path, ...], language: str, name: str) -> tuple[bool, bool]:
+    """(NAME has its subject and text in LANGUAGE, NAME has its HTML there).
+
+    Looked at once per FILES_TTL: an SLA sweep renders a thousand notices, and each look
+    is six to eight stat calls. A file added to or removed from the operator's folder
+    counts within FILES_TTL; an edited one at once (the environments' auto_reload).
+    """
+    key, now = (roots, language, name), time.monotonic()
+    seen = _PRESENT.get(key)
+    if seen is not None and 0 <= now - seen[0] < FILES_TTL:
+        return seen[1]
+
+    def exists(suffix: str) -> bool:
+        return any((root / language / f"{name}{suffix}").is_file() for root in roots)
+
+    present = (exists(".subject.txt") and exists(".txt"), exists(".html"))
+    if len(_PRESENT) > 1024:
+        _PRESENT.clear()
+    _PRESENT[key] = (now, present)
+    return present
 
 
 @functools.lru_cache(maxsize=64)

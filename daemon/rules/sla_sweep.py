@@ -4,10 +4,12 @@ A periodic job. It reads only tickets whose `sla_alarm_at` (the next instant a n
 is due, kept by daemon.rules.sla) has come: an index range scan, so its cost grows with
 the tickets that are due, not with all tickets.
 
-Safe to run twice and in several processes at once: on PostgreSQL due tickets are
-locked with SKIP LOCKED (SQLite runs one writer at a time), and each notice is claimed
-by `UPDATE … SET <notice>_sent_at = now WHERE <notice>_sent_at IS NULL` in the same
-transaction that queues its mail, so a notice is sent only by whoever set its flag.
+Safe to run twice and in several processes at once: due tickets are read locked — on
+PostgreSQL `FOR UPDATE SKIP LOCKED` (another sweep's tickets are skipped, and a locked
+row is read as last committed), on SQLite under the write lock every transaction takes
+at BEGIN IMMEDIATE — so the `<notice>_sent_at` flags read are current and nobody else
+can set them before this transaction commits. A notice's flag is set in the transaction
+that queues its mail, so each notice is sent once.
 """
 from __future__ import annotations
 
@@ -15,9 +17,8 @@ import logging
 from collections import Counter
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from daemon.clock import Clock
 from daemon.config import PRIORITIES, TIERS, Config
@@ -67,12 +68,12 @@ def ticket_notices(session: Session, config: Config, ticket: Ticket, now: dateti
         due, warn_at = getattr(ticket, f"{name}_due"), getattr(ticket, f"{name}_warn_at")
         if due is not None and due <= now:
             # Past due already: a warning now would say less than the breach notice.
-            claim(session, ticket, name, "warning", now)
-            if claim(session, ticket, name, "breach", now):
+            claim(ticket, name, "warning", now)
+            if claim(ticket, name, "breach", now):
                 notify(session, config, ticket, name, "breach", due, now)
                 sent["sla_breach"] += 1
                 breached = True
-        elif warn_at is not None and warn_at <= now and claim(session, ticket, name, "warning", now):
+        elif warn_at is not None and warn_at <= now and claim(ticket, name, "warning", now):
             notify(session, config, ticket, name, "warning", due, now)
             sent["sla_warning"] += 1
     if breached:
@@ -81,16 +82,16 @@ def ticket_notices(session: Session, config: Config, ticket: Ticket, now: dateti
     return sent
 
 
-def claim(session: Session, ticket: Ticket, clock: str, notice: str, now: datetime) -> bool:
-    """Set the notice's flag unless someone did; True when this call set it."""
+def claim(ticket: Ticket, clock: str, notice: str, now: datetime) -> bool:
+    """Set the notice's flag unless it is set; True when this call set it.
+
+    The ticket's row is locked (see the module's docstring), so the flag is current.
+    """
     attribute = f"{clock}_{notice}_sent_at"
-    column = getattr(Ticket, attribute)
-    claimed = session.execute(
-        update(Ticket).where(Ticket.id == ticket.id, column.is_(None)).values({column: now})
-        .execution_options(synchronize_session=False)).rowcount == 1
-    if claimed:
-        set_committed_value(ticket, attribute, now)
-    return claimed
+    if getattr(ticket, attribute) is not None:
+        return False
+    setattr(ticket, attribute, now)
+    return True
 
 
 def notify(session: Session, config: Config, ticket: Ticket, clock: str, notice: str,
