@@ -74,6 +74,39 @@ def test_raw_row_keeps_their_polish_column_names(tmp_path, calls_config, store):
     assert raw["Numer dzwoniącego"] == "0611002030" and raw["Id połączenia"] == "B1"
 
 
+def test_the_batch_writer_stores_the_text_an_orm_insert_stores(tmp_path, calls_config, store):
+    """The writer converts values itself (raw to JSON, instants to the column's text); the
+    same calls added through the ORM must give the same stored text, byte for byte."""
+    from sqlalchemy import text
+
+    from daemon.store.models import Call
+    folder = tmp_path / "cdr"
+    write_export(folder / "a.csv", [
+        row("Q1", "2026-11-25 10:00:00", "0611002030", "Odebrane", extension="101"),
+        row('Q"2', "2026-10-25 02:30:00.250001", "Zastrzeżony", "Nieodebrane",
+            extension='ą "x" \\ \t\x1f\u2028 😀'),
+        row("Q3", "2026-03-29T02:30:00+05:30", "+48 61 100 20 30", "Porzucone", wait="1:05")],
+        encoding="utf-8")
+    config = calls_config(pbx_sources=[orange_source(folder, encoding="utf-8")],
+                          calls=calls_section())
+    assert run_source(config, store, "orange", NOW).imported == 3
+    columns = [c.key for c in Call.__table__.columns if c.key not in ("id", "source")]
+    with store.transaction() as session:
+        for call in session.query(Call).filter(Call.source == "orange").all():
+            session.add(Call(source="orm", **{name: getattr(call, name) for name in columns}))
+
+    def stored(source: str) -> dict[str, tuple]:
+        with store.transaction() as session:
+            return {r[0]: tuple(r[1:]) for r in session.execute(text(
+                "SELECT call_id, CAST(raw AS TEXT), CAST(started_at AS TEXT), "
+                "CAST(imported_at AS TEXT), CAST(callback_due AS TEXT) FROM calls "
+                "WHERE source = :source"), {"source": source})}
+
+    written, reference = stored("orange"), stored("orm")
+    assert sorted(written) == ['Q"2', "Q1", "Q3"] and written == reference
+    assert "\\u0105 \\\"x\\\" \\\\ \\t\\u001f\\u2028 \\ud83d\\ude00" in written['Q"2'][0]
+
+
 def test_dst_days_in_warsaw(tmp_path, calls_config, store):
     """29 March 2026: 02:00-03:00 does not exist; 25 October 2026: 02:00-03:00 happens twice."""
     folder = tmp_path / "cdr"

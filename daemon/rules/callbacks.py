@@ -186,7 +186,8 @@ def open_callback_ticket(check: Check, call: Call) -> Ticket:
                  client=call.client.name if call.client else None, **call_detail(call))
     # The call now marks it a callback ticket: its first response is due with the callback
     # (daemon.rules.sla.callback_of), here and at every later recompute.
-    refresh_clocks(session, config, ticket, now)
+    refresh_clocks(session, config, ticket, now,
+                   callback=(call.started_at, check.settings.callback_target))
     log.info("%s opened: call back %s (missed at %s, due %s)", ticket.number, call.caller,
              call.started_at.isoformat(), call.callback_due.isoformat())
     return ticket

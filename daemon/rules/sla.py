@@ -188,6 +188,9 @@ def facts_of(sla: SlaConfig, ticket: Ticket,
                       paused_since=ticket.sla_paused_at, callback=callback)
 
 
+LOOK_UP = object()   # refresh_clocks: look the callback up
+
+
 def callback_of(session: Session, config: Config,
                 ticket: Ticket) -> tuple[datetime, timedelta] | None:
     """For a callback ticket, the start of the missed call that opened it and the
@@ -228,15 +231,20 @@ def next_alarm(ticket: Ticket) -> datetime | None:
 
 
 def refresh_clocks(session: Session, config: Config, ticket: Ticket, now: datetime, *,
-                   reason: str | None = None) -> SlaTimes:
+                   reason: str | None = None,
+                   callback: tuple[datetime, timedelta] | None | object = LOOK_UP) -> SlaTimes:
     """Recompute and store the ticket's due times from its history.
 
     With a REASON (a change of priority, tier or contract) a changed due time is
-    recorded as an `sla_changed` event.
+    recorded as an `sla_changed` event. CALLBACK is `callback_of`'s answer when the
+    caller already knows it (the callback check, for the ticket it has just opened):
+    the lookup is a query, and its autoflush, per ticket.
     """
     sla = sla_config(config)
     before = (ticket.first_response_due, ticket.resolution_due)
-    times = sla_times(sla, facts_of(sla, ticket, callback_of(session, config, ticket)))
+    if callback is LOOK_UP:
+        callback = callback_of(session, config, ticket)
+    times = sla_times(sla, facts_of(sla, ticket, callback))
     ticket.contract = ticket.contract or contract_of(sla, ticket).name
     ticket.sla_calendar = times.calendar
     for clock in CLOCKS:
