@@ -25,6 +25,7 @@ from daemon.store.models import (Attachment, Client, Message, OutboxMail, RawMes
 from daemon.tickets import next_number
 from tests.conftest import NOW
 from tests.mailfactory import deliver, make_mail
+from webform import queries, triage
 from webform.accounts import hash_password
 
 COORDINATOR = "koordynator@jantar.pl"
@@ -115,6 +116,10 @@ def give_passwords(store, password_hash: str) -> None:
 @pytest.fixture
 def web(web_app, store, password_hash) -> Web:
     app = web_app()
+    # These tests write tickets straight into the store, behind the app's back, and look
+    # at the counts at once: no reuse of counts read a moment earlier (see
+    # test_counts_are_reused_for_a_few_seconds_and_forgotten_after_a_change).
+    app.config["TRIAGE_HEADER_MAX_AGE"] = 0
     give_passwords(store, password_hash)
     return Web(app, app.extensions["helpdesk"].config, store)
 
@@ -155,6 +160,10 @@ def add_tickets(store, count: int, **fields) -> list[str]:
 def listed(response) -> list[str]:
     assert response.status_code == 200, response.text[:2000]
     return ROW.findall(response.text)
+
+
+def listed_of(page: str) -> list[str]:
+    return ROW.findall(page)
 
 
 def count_on(page: str, name: str) -> str:
@@ -228,6 +237,33 @@ def test_counts_at_the_top(web, coordinator):
     assert count_on(page, "held") == "1"
     assert count_on(page, "sla_overdue") == "1"
     assert count_on(page, "sla_soon") == "1"
+
+
+def test_counts_are_reused_for_a_few_seconds_and_forgotten_after_a_change(
+        web, coordinator, monkeypatch):
+    """The counts at the top (and the menus) are read once per HEADER_MAX_AGE in a process:
+    a ticket written behind the app's back shows in the list at once, in the counts only
+    after that; a change made through the app (a POST) shows in the counts at once."""
+    web.app.config["TRIAGE_HEADER_MAX_AGE"] = triage.HEADER_MAX_AGE
+    web.app.extensions.pop("triage_header", None)   # read while signing in, at real time
+    seconds = [1000.0]
+    monkeypatch.setattr(triage, "monotonic", lambda: seconds[0])
+    add_tickets(web.store, 2, tier="L2")
+    page = coordinator.get("/tickets").text
+    assert count_on(page, "open_L2") == "2" and count_on(page, "unassigned") == "2"
+    add_tickets(web.store, 1, tier="L2")                      # the daemon, another worker
+    seconds[0] += triage.HEADER_MAX_AGE - 0.5
+    page = coordinator.get("/tickets").text
+    assert len(listed_of(page)) == 3                          # the rows are always fresh
+    assert count_on(page, "open_L2") == "2"                   # the counts a moment old
+    seconds[0] += 0.5
+    page = coordinator.get("/tickets").text
+    assert count_on(page, "open_L2") == "3"
+    numbers = add_tickets(web.store, 1, tier="L2")
+    response = coordinator.post("/tickets/bulk", {"ticket": numbers, "assignee": PIOTR})
+    assert response.status_code == 302
+    page = coordinator.get("/tickets").text                    # same second: read again
+    assert count_on(page, "open_L2") == "4" and count_on(page, "unassigned") == "3"
 
 
 def test_the_list_shows_each_column(web, coordinator):
@@ -307,6 +343,28 @@ def test_text_search_over_subject_body_number_and_requester(web, coordinator):
     web.mail(sender="ola@kaszub.com.pl", subject="Dysk zajęty w 100%", body="Pełny.\n")
     for q, expected in SEARCHES:
         assert sorted(listed(coordinator.get("/tickets", query_string={"q": q}))) == expected, q
+
+
+@pytest.mark.parametrize("head", [3, 1000])
+def test_search_pages_are_the_matches_in_list_order_however_common_the_word(
+        web, coordinator, monkeypatch, head):
+    """On PostgreSQL a search checks the list's first SEARCH_HEAD tickets one by one, then
+    walks on (the word was seen) or asks the trigram index (it was not): every way must
+    give the pages a plain filter would. A head of 3 tickets forces each way here."""
+    monkeypatch.setattr(queries, "SEARCH_HEAD", head)
+    due = [NOW + timedelta(minutes=(i * 7) % 40) for i in range(30)]
+    numbers = add_tickets(web.store, 30, resolution_due=lambda i: due[i], first_responded_at=NOW,
+                          subject=lambda i: "Zasilacz padł" if i == 17 else f"Ticket {i}")
+    in_order = [n for _, _, n in sorted((due[i], int(n.split("-")[1]), n)
+                                        for i, n in enumerate(numbers))]
+    texts = {n: f"body of ticket {i}" for i, n in enumerate(numbers)}
+    for q, matches in [("body", lambda n: True),                       # every ticket
+                       ("ticket 2", lambda n: "ticket 2" in texts[n]),  # 11 of 30
+                       ("ticket 29", lambda n: texts[n].endswith("29")),  # one, far down
+                       ("zasilacz", lambda n: n == numbers[17]),        # a subject
+                       ("nowhere", lambda n: False)]:
+        expected = [n for n in in_order if matches(n)]
+        assert walk(coordinator, f"/tickets?limit=2&q={q.replace(' ', '+')}") == expected, q
 
 
 @pytest.mark.parametrize("query", ["status=bogus", "tier=L9", "priority=meh", "held=2",
