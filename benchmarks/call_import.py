@@ -5,7 +5,9 @@ source (helpdesk.example.toml). The real command runs in a subprocess on a fresh
 migrated store; its resident memory is sampled every 50 ms together with how far into
 the file it has read (the file descriptor's position in /proc), so RSS can be shown at
 10%, 50% and 100% of the rows. A 250,000-row run is measured for comparison: flat
-memory means the two peaks are about the same.
+memory means the two peaks are about the same. The command's CPU seconds (user + sys)
+and the load average at its end are recorded too: on a shared machine they tell how
+much of the wall time is the neighbours'.
 
     python -m benchmarks.call_import [--rows 1000000] [--compare 250000] [--backend sqlite|postgresql|both]
 """
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -96,9 +100,10 @@ outcome = "Status"
 
 def file_position(process: psutil.Process, path: Path) -> int | None:
     """How far PROCESS has read PATH (its descriptor's pos in /proc), or None."""
+    wanted = os.path.realpath(path)   # /proc shows the file a symlink points to
     try:
         for opened in process.open_files():
-            if opened.path == str(path):
+            if opened.path == wanted:
                 with open(f"/proc/{process.pid}/fdinfo/{opened.fd}") as info:
                     for line in info:
                         if line.startswith("pos:"):
@@ -117,6 +122,7 @@ def run_import(csv_path: Path, database_url: str, label: str) -> dict:
     subprocess.run([*helpdesk, "migrate"], check=True, capture_output=True, cwd=ROOT)
     size = csv_path.stat().st_size
     samples = []   # (seconds, rss bytes, share of the file read)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)   # (the migration already reaped)
     started = time.perf_counter()
     # Output to files, not pipes: a pipe nobody reads while the import runs fills up
     # (the callback check logs a line per ticket it opens) and stalls the import.
@@ -132,6 +138,8 @@ def run_import(csv_path: Path, database_url: str, label: str) -> dict:
             rss = watched.memory_info().rss
         except psutil.Error:
             break
+        if rss == 0:   # exited, not yet reaped
+            break
         position = file_position(watched, csv_path)
         if position is not None:
             last_share = position / size
@@ -139,6 +147,9 @@ def run_import(csv_path: Path, database_url: str, label: str) -> dict:
         time.sleep(0.05)
     process.wait()
     seconds = time.perf_counter() - started
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (used.ru_utime - children.ru_utime) + (used.ru_stime - children.ru_stime)
+    load = os.getloadavg()
     out, err = out_path.read_text(), err_path.read_text()
     if process.returncode != 0:
         raise RuntimeError(f"import failed ({process.returncode}): {err[-2000:]}")
@@ -152,11 +163,14 @@ def run_import(csv_path: Path, database_url: str, label: str) -> dict:
     figure = {"rows": result["read"], "imported": result["imported"],
               "malformed": result["malformed"], "seconds": round(seconds, 1),
               "rows_per_second": round(result["read"] / seconds),
+              "cpu_seconds": round(cpu, 1),
+              "load_average": [round(x, 2) for x in load],
               "peak_rss_mb": round(peak / 2**20, 1),
               "rss_mb_at_read_share": {"10%": rss_at(0.10), "50%": rss_at(0.50),
                                        "90%": rss_at(0.90), "last_sample": round(samples[-1][1] / 2**20, 1)},
               "samples": len(samples), "met": seconds < TARGET_S}
-    print(f"  {label:28} {result['read']:>9,} rows {seconds:6.1f} s  peak {figure['peak_rss_mb']} MB "
+    print(f"  {label:28} {result['read']:>9,} rows {seconds:6.1f} s  cpu {cpu:6.1f} s  "
+          f"load {load[0]:.2f}  peak {figure['peak_rss_mb']} MB "
           f"{figure['rss_mb_at_read_share']}", file=sys.stderr)
     return figure
 

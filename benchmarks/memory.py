@@ -3,7 +3,8 @@
 Peaks are the kernel's own (ru_maxrss of the finished child, from wait4), so no short
 spike is missed between samples. The "idle footprint" the ingest target adds to 4x the
 mail's size is the peak of the same command on a one-line mail (interpreter, libraries,
-store). The idle daemon runs with the default configuration but for its ports and
+store). The parser's share is measured apart: a process that only reads and parses each
+mail. The idle daemon runs with the default configuration but for its ports and
 folders (SMTP receiver and web enabled), and its RSS is read once it has settled.
 
     python -m benchmarks.memory [--attachment-mb 25]
@@ -55,18 +56,25 @@ def helpdesk(config: Path) -> list[str]:
     return [sys.executable, "-m", "daemon.cli", "--config", str(config)]
 
 
+# A program started by a big process reports that process's peak as its own: the kernel
+# keeps the peak of the memory a process had before it started the program. Started by
+# this small stub instead, the figure is the command's.
+_MEASURED = ("import os, subprocess, sys; child = subprocess.Popen(sys.argv[1:]); "
+             "_, status, usage = os.wait4(child.pid, 0); "
+             "print(f'maxrss_kb={usage.ru_maxrss}', file=sys.stderr); "
+             "sys.exit(os.waitstatus_to_exitcode(status))")
+
+
 def peak_rss_of(command: list[str]) -> tuple[float, float, str]:
     """(peak RSS in MB, seconds, stderr tail) of COMMAND, from the kernel's accounting."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    process = subprocess.run([sys.executable, "-c", _MEASURED, *command], cwd=ROOT,
+                             capture_output=True)
     seconds = time.perf_counter() - started
-    err = process.stderr.read().decode(errors="replace")
-    process.stdout.close()
-    process.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{command} failed: {err[-2000:]}")
-    return usage.ru_maxrss / 1024, seconds, err[-500:]
+    err, _, figure = process.stderr.decode(errors="replace").rstrip("\n").rpartition("\n")
+    if process.returncode != 0 or not figure.startswith("maxrss_kb="):
+        raise RuntimeError(f"{command} failed: {(err + figure)[-2000:]}")
+    return int(figure.removeprefix("maxrss_kb=")) / 1024, seconds, err[-500:]
 
 
 def ingest_peak(name: str, attachment_bytes: int) -> dict:
@@ -78,11 +86,25 @@ def ingest_peak(name: str, attachment_bytes: int) -> dict:
     config.write_text(config_toml(data_dir))
     subprocess.run([*helpdesk(config), "migrate"], check=True, capture_output=True, cwd=ROOT)
     mail = data_dir / "mail.eml"
-    make_mail(mail, attachment_bytes)
+    # In a child, so that this process stays small (see _MEASURED).
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                    "from benchmarks.memory import make_mail; "
+                    "make_mail(Path(sys.argv[1]), int(sys.argv[2]))", str(mail),
+                    str(attachment_bytes)], check=True, cwd=ROOT)
     peak, seconds, _ = peak_rss_of([*helpdesk(config), "ingest", str(mail)])
     return {"mail_mb": round(mail.stat().st_size / 2**20, 2),
             "attachment_mb": round(attachment_bytes / 2**20, 2),
             "peak_rss_mb": round(peak, 1), "seconds": round(seconds, 2)}
+
+
+def parse_peak(name: str) -> dict:
+    """Peak RSS of a process that only reads the mail ingest_peak(NAME) made and parses it:
+    the parser's share of the ingest peak, without the store's."""
+    mail = WORK / name / "mail.eml"
+    code = ("import sys; from daemon.parse import parse_mail; "
+            "parse_mail(open(sys.argv[1], 'rb').read())")
+    peak, seconds, _ = peak_rss_of([sys.executable, "-c", code, str(mail)])
+    return {"peak_rss_mb": round(peak, 1), "seconds": round(seconds, 2)}
 
 
 def free_port() -> int:
@@ -136,13 +158,19 @@ def main(argv=None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     small = ingest_peak("small", 0)
     big = ingest_peak("big", int(args.attachment_mb * 2**20))
+    parse_small, parse_big = parse_peak("small"), parse_peak("big")
     target = 4 * big["mail_mb"] + small["peak_rss_mb"]
     ingest = {"small_mail": small, "big_mail": big, "idle_footprint_mb": small["peak_rss_mb"],
               "target_mb": round(target, 1), "met": big["peak_rss_mb"] < target,
               "peak_over_mail_size": round((big["peak_rss_mb"] - small["peak_rss_mb"])
-                                           / big["mail_mb"], 2)}
+                                           / big["mail_mb"], 2),
+              "parse_only": {"small_mail": parse_small, "big_mail": parse_big,
+                             "peak_over_mail_size": round(
+                                 (parse_big["peak_rss_mb"] - parse_small["peak_rss_mb"])
+                                 / big["mail_mb"], 2)}}
     print(f"  ingest: small peak {small['peak_rss_mb']} MB, {big['mail_mb']} MB mail peak "
-          f"{big['peak_rss_mb']} MB (target {target:.0f} MB)", file=sys.stderr)
+          f"{big['peak_rss_mb']} MB (target {target:.0f} MB); parse alone: small "
+          f"{parse_small['peak_rss_mb']} MB, big {parse_big['peak_rss_mb']} MB", file=sys.stderr)
     idle = idle_daemon(args.settle)
     print(f"  idle helpdesk run: {idle['rss_mb']} MB RSS (USS {idle['uss_mb']} MB)", file=sys.stderr)
     write_result(args.label, {"ingest": ingest, "idle_run": idle,

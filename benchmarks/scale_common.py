@@ -56,20 +56,25 @@ def sqlite_store(path: Path, fresh: bool = True) -> Iterator[Store]:
 
 
 @contextlib.contextmanager
-def pg_store(label: str) -> Iterator[Store]:
-    """A private schema in the `test` database, migrated, dropped at the end."""
-    schema = f"bench_{label}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+def pg_store(label: str, keep: bool = False) -> Iterator[Store]:
+    """A private schema in the `test` database, migrated, dropped at the end.
+
+    With KEEP the schema is named after LABEL alone (`bench_<label>_kept`), created if
+    missing, migrated to the newest revision and left in place, so a later run can reuse
+    what it holds (drop it by hand: DROP SCHEMA bench_<label>_kept CASCADE)."""
+    schema = f"bench_{label}_kept" if keep else f"bench_{label}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = create_engine(PG_BASE_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        connection.execute(text(f'CREATE SCHEMA {"IF NOT EXISTS " if keep else ""}"{schema}"'))
     store = Store(f"{PG_BASE_URL}?options=-csearch_path%3D{schema}")
     try:
         upgrade(store)
         yield store
     finally:
         store.dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        if not keep:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
 
 
