@@ -25,8 +25,8 @@ from daemon.ratings import rating_links
 from daemon.rules.sla import follow_status, refresh_clocks
 from daemon.rules.threading import ThreadMatch, tag_pattern
 from daemon.store.models import AutoReplyLog, Blob, Event, Message, RawMessage, Technician, Ticket
-from daemon.tickets import (add_participant, move_message, open_ticket, reading, record_event,
-                            refresh_held)
+from daemon.tickets import (Inserts, add_participant, move_message, open_ticket, reading,
+                            record_event, refresh_held)
 
 log = logging.getLogger(__name__)
 BRAND = "Jantar Helpdesk"
@@ -68,11 +68,12 @@ def send_template(session: Session, config: Config, ticket: Ticket | None, templ
                   kind: str, to: list[str], now: datetime, language: str | None = None,
                   cc: list[str] = (), from_name: str = BRAND, auto_submitted: str | None = None,
                   in_reply_to: str | None = None, attachments=(), message_kind: str = "system",
-                  mailbox: str | None = None, **context):
+                  mailbox: str | None = None, into: Inserts | None = None, **context):
     """Render TEMPLATE in the ticket's language and queue it From the ticket's mailbox.
 
     Addresses no relay would take (``root@localhost``, garbage from a broken header) are
-    left out; with no recipient left nothing is queued and None is returned.
+    left out; with no recipient left nothing is queued and None is returned. INTO: see
+    `enqueue`.
     """
     to, cc = [a for a in to if deliverable(a)], [a for a in cc if deliverable(a)]
     if not to:
@@ -89,7 +90,7 @@ def send_template(session: Session, config: Config, ticket: Ticket | None, templ
                    ticket=ticket, from_address=mailbox,
                    from_name=from_name, in_reply_to=in_reply_to,
                    references=[m for m in [in_reply_to] if m], auto_submitted=auto_submitted,
-                   attachments=list(attachments), message_kind=message_kind)
+                   attachments=list(attachments), message_kind=message_kind, into=into)
 
 
 def _files(session: Session, config: Config, message: Message | None,

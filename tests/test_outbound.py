@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import mailbox
+import re
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -27,7 +28,7 @@ from daemon.outbound.transport import MaildirTransport, make_transport
 from daemon.rules.classify import LOOP_HEADER
 from daemon.store import Store
 from daemon.store.models import Event, Message, OutboxMail, Ticket
-from daemon.tickets import next_number
+from daemon.tickets import Inserts, next_number
 from tests.conftest import NOW
 from tests.tomlwrite import write_config
 
@@ -210,6 +211,47 @@ def test_from_defaults_to_the_first_mailbox_and_copies_can_stay_off_the_ticket(s
     assert not smtp_sink.messages[1].message["Subject"].startswith("[#")
     with store.transaction() as session:
         assert session.scalars(select(Message)).all() == []
+
+
+def unique_parts(raw: bytes, message_id: str) -> bytes:
+    """RAW with its Message-ID and MIME boundaries (random in every mail) blanked."""
+    return re.sub(rb"=_jantar_[0-9a-f]+", b"=_jantar_X", raw.replace(message_id.encode(), b"X"))
+
+
+def test_a_mail_queued_as_plain_rows_is_stored_as_through_the_orm(store, relay_config):
+    # The SLA sweep queues its notices through daemon.tickets.Inserts (one INSERT per
+    # table); the rows must be the ones the ORM path writes, but for ids and Message-ID.
+    config = relay_config()
+    number = open_ticket(store)
+    fields = {"kind": "sla_warning", "now": NOW, "to": [CUSTOMER, COORDINATOR],
+              "subject": "Zbliża się termin SLA", "text": "Termin: 15:00\n",
+              "html": "<p>Termin: <b>15:00</b></p>", "in_reply_to": "<zgl-1@bursztyn.pl>",
+              "references": ["root@bursztyn.pl"], "auto_submitted": "auto-generated"}
+    with store.transaction() as session:
+        ticket = session.scalar(select(Ticket).where(Ticket.number == number))
+        through_orm = enqueue(session, config, ticket=ticket, **fields).message_id
+        rows, pending = Inserts(), set(session.new)
+        plain = enqueue(session, config, ticket=ticket, into=rows, **fields)["message_id"]
+        assert len(rows) == 2 and set(session.new) == pending  # the mail and its copy, as rows
+        with pytest.raises(ValueError):
+            enqueue(session, config, ticket=ticket, into=Inserts(), **fields,
+                    attachments=[OutgoingAttachment("a.pdf", "application/pdf", b"%PDF")])
+        rows.write(session)
+
+    def columns(row, skip=("id",)) -> dict:
+        return {c.key: getattr(row, c.key) for c in row.__table__.columns if c.key not in skip}
+
+    with store.transaction() as session:
+        ticket = session.scalar(select(Ticket).where(Ticket.number == number))
+        assert ticket.message_count == 2
+        mails = {m.message_id: m for m in session.scalars(select(OutboxMail))}
+        copies = {m.message_id: m for m in ticket.messages}
+        assert set(mails) == set(copies) == {through_orm, plain}
+        a, b = mails[through_orm], mails[plain]
+        assert columns(a, ("id", "message_id", "raw")) == columns(b, ("id", "message_id", "raw"))
+        assert unique_parts(a.raw, through_orm) == unique_parts(b.raw, plain)
+        assert columns(copies[through_orm], ("id", "message_id")) == \
+            columns(copies[plain], ("id", "message_id"))
 
 
 # -- Maildir, the embedded default -----------------------------------------------------------

@@ -71,7 +71,7 @@ class Desk:
     def ticket(self) -> Ticket:
         with self.store.transaction() as session:
             ticket = session.scalar(select(Ticket).where(Ticket.number == "JAN-1"))
-            ticket.events, ticket.participants  # loaded before the session ends
+            ticket.events, ticket.participants, ticket.messages  # loaded before the session ends
             return ticket
 
     def json(self, now: datetime) -> dict:
@@ -234,6 +234,16 @@ def test_the_sweep_warns_then_reports_the_breach_once_each(desk):
     assert ticket.sla_alarm_at == warsaw(26, 15)                        # the resolution warning
     events = [(e.action, e.detail["clock"]) for e in ticket.events if e.action.startswith("sla_")]
     assert events == [("sla_warning", "first_response"), ("sla_breach", "first_response")]
+    assert [e.detail["to"] for e in ticket.events if e.action == "sla_warning"] == \
+        [warning.recipients]
+    # Each notice is on the ticket too, under its Message-ID, so an answer to it threads.
+    copies = {m.message_id: m for m in ticket.messages if m.direction == "out"}
+    for notice in (warning, breach):
+        copy = copies[notice.message_id]
+        assert (copy.kind, copy.subject, set(copy.to)) == ("system", notice.subject,
+                                                          set(notice.recipients))
+        assert notice.ticket_id == ticket.id and notice.status == "pending"
+    assert ticket.message_count == len(ticket.messages)
 
 
 def test_a_late_sweep_reports_breaches_without_stale_warnings(desk):
@@ -266,7 +276,9 @@ def test_a_breach_escalates_as_the_contract_says(desk_factory):
     ticket = desk.ticket()
     assert (ticket.priority, ticket.tier) == ("high", "L2")
     assert ticket.resolution_due == warsaw(26, 11)                     # high: 8h from arrival
-    assert {"priority_changed", "tier_changed", "sla_changed"} <= {e.action for e in ticket.events}
+    actions = [e.action for e in sorted(ticket.events, key=lambda e: e.id)]
+    assert {"priority_changed", "tier_changed", "sla_changed"} <= set(actions)
+    assert actions.index("sla_breach") < actions.index("priority_changed")  # the trail's order
     with desk.store.transaction() as session:
         kinds = [m.kind for m in session.scalars(select(OutboxMail))]
         assert "tier_handover" in kinds

@@ -23,7 +23,7 @@ from daemon.outbound.config import outbound_config
 from daemon.parse import ParsedAttachment, ParsedMail
 from daemon.rules.classify import LOOP_HEADER
 from daemon.store.models import OutboxMail, Ticket
-from daemon.tickets import append_message
+from daemon.tickets import Inserts, append_message
 
 LINE_BREAKS_RE = re.compile(r"[\r\n\x00]+")
 # local@domain without spaces or the characters that separate or quote addresses.
@@ -50,11 +50,14 @@ def enqueue(session: Session, config: Config, *, kind: str, now: datetime,
             in_reply_to: str | None = None, references: list[str] = (),
             auto_submitted: str | None = None,
             attachments: list[OutgoingAttachment] = (),
-            message_kind: str = "system", record_on_ticket: bool = True) -> OutboxMail:
+            message_kind: str = "system", record_on_ticket: bool = True,
+            into: Inserts | None = None) -> OutboxMail | dict:
     """Build and queue one mail; returns the pending OutboxMail row, added to the session.
 
     The row is written when the session flushes (at the latest with the caller's
     commit): a sweep or a pipeline step that queues many mails writes them together.
+    With INTO (daemon.tickets.Inserts: a stored ticket, no attachments) the row and the
+    ticket's copy are added there as plain values instead, and those values returned.
 
     - From: `from_name <from_address>`; from_address defaults to the ticket's mailbox,
       else the first configured mailbox. The envelope sender is the same address.
@@ -87,18 +90,26 @@ def enqueue(session: Session, config: Config, *, kind: str, now: datetime,
                        now=now, config=config, auto_submitted=auto_submitted)
     raw = compose(headers, _body_text(text), None if html is None else _body_text(html),
                   [_attachment(a) for a in attachments])
-    row = OutboxMail(kind=kind, mail_from=sender, recipients=envelope_recipients(to, cc),
-                     subject=subject, message_id=message_id, raw=raw,
-                     status="pending", attempts=0, next_attempt_at=now, created_at=now)
-    if ticket is not None:
-        if ticket.id is None:
-            session.flush()
-        row.ticket_id = ticket.id
-        if record_on_ticket:
-            _record_on_ticket(session, ticket, kind=message_kind, now=now, text=text,
-                              html=html, attachments=attachments, sender=sender, name=name,
-                              to=to, cc=cc, reply_to=reply_to, subject=subject,
-                              message_id=message_id, parent=parent, thread=thread)
+    values = dict(kind=kind, mail_from=sender, recipients=envelope_recipients(to, cc),
+                  subject=subject, message_id=message_id, raw=raw, status="pending",
+                  attempts=0, next_attempt_at=now, created_at=now)
+    if ticket is not None and ticket.id is None:
+        session.flush()
+    copy = None
+    if ticket is not None and record_on_ticket:
+        copy = _copy(now=now, text=text, html=html, attachments=attachments,
+                     sender=sender, name=name, to=to, cc=cc, reply_to=reply_to, subject=subject,
+                     message_id=message_id, parent=parent, thread=thread)
+    if into is not None:
+        if copy is not None:
+            into.message(ticket, copy, kind=message_kind, direction="out", now=now)
+        return into.add(OutboxMail, ticket_id=ticket.id if ticket else None, **values)
+    row = OutboxMail(ticket_id=ticket.id if ticket else None, **values)
+    if copy is not None:
+        # append_message adds the Message to the session only after storing attachment
+        # blobs; an autoflush in between would warn about the half-attached Message.
+        with session.no_autoflush:
+            append_message(session, ticket, copy, kind=message_kind, direction="out", now=now)
     session.add(row)
     return row
 
@@ -234,16 +245,15 @@ def _body_text(text: str) -> str:
 
 
 # -- the ticket's copy ------------------------------------------------------------------------
-def _record_on_ticket(session: Session, ticket: Ticket, *, kind: str, now: datetime, text: str,
-                      html: str | None, attachments, sender: str, name: str, to, cc,
-                      reply_to: str | None, subject: str, message_id: str, parent: str | None,
-                      thread: list[str]) -> None:
-    """Append the mail to the ticket's conversation, as a parsed incoming mail would be.
+def _copy(*, now: datetime, text: str, html: str | None, attachments, sender: str,
+          name: str, to, cc, reply_to: str | None, subject: str, message_id: str,
+          parent: str | None, thread: list[str]) -> ParsedMail:
+    """The mail as the ticket's conversation keeps it, as a parsed incoming mail would be.
 
     Built from the values the headers were made of (already validated and on one line),
     not read back from the built message, which parses every header again.
     """
-    parsed = ParsedMail(
+    return ParsedMail(
         subject=subject, from_email=sender.lower(), from_name=name,
         to=[one_line(a).lower() for a in to], cc=[one_line(a).lower() for a in cc],
         reply_to=[one_line(reply_to).lower()] if reply_to else [],
@@ -256,7 +266,3 @@ def _record_on_ticket(session: Session, ticket: Ticket, *, kind: str, now: datet
         attachments=[ParsedAttachment(filename=a.filename, content_type=a.content_type,
                                       data=a.data) for a in attachments],
     )
-    # append_message adds the Message to the session only after storing attachment
-    # blobs; an autoflush in between would warn about the half-attached Message.
-    with session.no_autoflush:
-        append_message(session, ticket, parsed, kind=kind, direction="out", now=now)

@@ -27,7 +27,7 @@ from daemon.rules.sla import clock_running, next_alarm
 from daemon.rules.sla_config import CLOCKS, Escalation, sla_config
 from daemon.store import Store
 from daemon.store.models import Ticket
-from daemon.tickets import record_event
+from daemon.tickets import Inserts
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,10 @@ def sweep_sla(config: Config, store: Store, clock: Clock, batch: int = BATCH) ->
     for _ in range(MAX_BATCHES):
         with store.transaction() as session:
             tickets = due_tickets(session, store.backend, now, batch)
+            rows = Inserts()  # the batch's notices: one INSERT per table
             for ticket in tickets:
-                results.update(ticket_notices(session, config, ticket, now))
+                results.update(ticket_notices(session, config, ticket, now, rows))
+            rows.write(session)
         if len(tickets) < batch:
             break
     return results
@@ -58,8 +60,12 @@ def due_tickets(session: Session, backend: str, now: datetime, limit: int) -> li
     return list(session.scalars(query).unique())
 
 
-def ticket_notices(session: Session, config: Config, ticket: Ticket, now: datetime) -> Counter:
-    """Send what is due on TICKET at NOW, escalate on a breach, set its next alarm."""
+def ticket_notices(session: Session, config: Config, ticket: Ticket, now: datetime,
+                   rows: Inserts) -> Counter:
+    """Send what is due on TICKET at NOW, escalate on a breach, set its next alarm.
+
+    The notices' rows go to ROWS, which the caller writes before it commits.
+    """
     sent: Counter = Counter()
     breached = False
     for name in CLOCKS:
@@ -70,13 +76,14 @@ def ticket_notices(session: Session, config: Config, ticket: Ticket, now: dateti
             # Past due already: a warning now would say less than the breach notice.
             claim(ticket, name, "warning", now)
             if claim(ticket, name, "breach", now):
-                notify(session, config, ticket, name, "breach", due, now)
+                notify(session, config, ticket, name, "breach", due, now, rows)
                 sent["sla_breach"] += 1
                 breached = True
         elif warn_at is not None and warn_at <= now and claim(ticket, name, "warning", now):
-            notify(session, config, ticket, name, "warning", due, now)
+            notify(session, config, ticket, name, "warning", due, now, rows)
             sent["sla_warning"] += 1
     if breached:
+        rows.write(session)  # the breach comes before what the escalation records
         escalate(session, config, ticket, now)
     ticket.sla_alarm_at = next_alarm(ticket)
     return sent
@@ -95,7 +102,7 @@ def claim(ticket: Ticket, clock: str, notice: str, now: datetime) -> bool:
 
 
 def notify(session: Session, config: Config, ticket: Ticket, clock: str, notice: str,
-           due: datetime | None, now: datetime) -> None:
+           due: datetime | None, now: datetime, rows: Inserts) -> None:
     """The notice to the assignee and the coordinators, and an event on the ticket."""
     recipients = list(dict.fromkeys(([ticket.assignee.email] if ticket.assignee else [])
                                     + [t.email for t in config.coordinators]))
@@ -105,9 +112,10 @@ def notify(session: Session, config: Config, ticket: Ticket, clock: str, notice:
     queued = send_template(session, config, ticket, f"sla_{notice}", kind=f"sla_{notice}",
                            now=now, to=recipients, language=config.language,
                            auto_submitted="auto-generated", clock=clock, due=due,
-                           share_percent=round(sla.warning_share * 100), escalation=escalation)
-    record_event(session, ticket, f"sla_{notice}", now, clock=clock,
-                 due=due.isoformat() if due else None, to=recipients if queued else [])
+                           share_percent=round(sla.warning_share * 100), escalation=escalation,
+                           into=rows)
+    rows.event(ticket, f"sla_{notice}", now, clock=clock,
+               due=due.isoformat() if due else None, to=recipients if queued else [])
     log.info("%s SLA %s for %s (due %s) to %s", ticket.number, notice, clock, due,
              ", ".join(recipients) or "nobody")
 
