@@ -34,8 +34,9 @@ class RenderedMail:
     html: str | None
 
 
+@functools.cache
 def builtin_templates() -> Path:
-    """templates/email from the installed (or editable) project.
+    """templates/email from the installed (or editable) project, found once per process.
 
     Not importlib.resources.files("templates"): on Python 3.11 it fails for a namespace
     package whose __path__ holds an editable install's path hook.
