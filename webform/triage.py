@@ -66,12 +66,6 @@ LABELS = {
 }
 
 
-def label(value: str | None) -> str:
-    """A status, priority, kind or channel in the reader's language (unknown ones as they are)."""
-    pair = LABELS.get(value or "")
-    return tr(*pair) if pair else (value or "—")
-
-
 _LABEL_TEXTS = {lang: {key: pair[i] for key, pair in LABELS.items()}
                 for i, lang in enumerate(("pl", "en"))}
 
@@ -80,6 +74,11 @@ def _labeller():
     """`label` for one request: its language looked up once, not for each of ~200 labels."""
     texts = _LABEL_TEXTS["en" if language() == "en" else "pl"]
     return lambda value: texts.get(value or "") or (value or "—")
+
+
+def label(value: str | None) -> str:
+    """A status, priority, kind or channel in the reader's language (unknown ones as they are)."""
+    return _labeller()(value)
 
 
 def duration(delta: timedelta) -> str:
