@@ -77,10 +77,32 @@ def pending(engine) -> int:
             "SELECT count(*) FROM raw_messages WHERE status = 'pending'")).scalar_one()
 
 
+def busy_jiffies() -> tuple[int, int]:
+    """(busy, all) CPU time of the whole machine so far, from /proc/stat, in clock ticks."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def postgres_cpu_seconds() -> float:
+    """User and system CPU of every PostgreSQL server process on this machine."""
+    import psutil
+    total = 0.0
+    for process in psutil.process_iter(["name"]):
+        if (process.info["name"] or "").startswith("postgres"):
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+    return total
+
+
 def work_off(config: Path, url: str, processes: int, log: Path) -> dict:
     engine = create_engine(url)
     total = pending(engine)
     with open(log, "wb") as stderr:
+        busy_before, postgres_before = busy_jiffies(), postgres_cpu_seconds()
         start = time.perf_counter()
         runs = [helpdesk(config, "run", stdout=subprocess.DEVNULL, stderr=stderr)
                 for _ in range(processes)]
@@ -89,6 +111,7 @@ def work_off(config: Path, url: str, processes: int, log: Path) -> dict:
                 raise SystemExit(f"a helpdesk run exited early; see {log}")
             time.sleep(0.25)
         seconds = time.perf_counter() - start
+        busy_after, postgres_after = busy_jiffies(), postgres_cpu_seconds()
         for run in runs:
             run.send_signal(signal.SIGTERM)
         usage = [timed(run) for run in runs]
@@ -96,6 +119,12 @@ def work_off(config: Path, url: str, processes: int, log: Path) -> dict:
     return {"processes": processes, "mails": total, "seconds": round(seconds, 2),
             "mails_per_s": round(total / seconds, 1),
             "cpu_seconds": round(sum(u[3] for u in usage), 1),
+            # Of the whole machine, over the timed run: how many of its cores were busy
+            # (everything: the daemons, PostgreSQL, anything else running), and
+            # PostgreSQL's own share (its server processes, including background ones).
+            "machine_busy_cores": round((busy_after[0] - busy_before[0]) /
+                                        (busy_after[1] - busy_before[1]) * (os.cpu_count() or 1), 2),
+            "postgres_cpu_seconds": round(postgres_after - postgres_before, 1),
             "peak_rss_mb": [round(u[2], 1) for u in usage]}
 
 
