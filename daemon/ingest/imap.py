@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from daemon.clock import Clock
 from daemon.config import Config, Mailbox
-from daemon.ingest.intake import add_raw, header_message_id
+from daemon.ingest.intake import Added, add_raw
 from daemon.store import Store
 from daemon.store.models import MailboxCursor
 
@@ -348,24 +348,23 @@ class ImapPuller:
         bodies = self._fetch(client, uids)
         with self.store.transaction() as session:
             self._advance_cursor(session, folder.uidvalidity, max(uids))
-            saved = [(uid, raw) for uid, raw in bodies.items()
-                     if self._add(session, folder.uidvalidity, uid, raw)]
+            saved = [(uid, len(raw), added) for uid, raw in bodies.items()
+                     if (added := self._add(session, folder.uidvalidity, uid, raw))]
         # Committed: from here on a crash loses nothing, so the server may be told.
-        for uid, raw in saved:
+        for uid, size, added in saved:
             log.info("<%s> saved from %s UID %d (%d bytes)",
-                     header_message_id(raw) or "-", self.label, uid, len(raw))
+                     added.message_id or "-", self.label, uid, size)
         if saved:
             self._notify_saved()
         self._mark_done(client, folder, list(bodies))
         return len(saved)
 
-    def _add(self, session: Session, uidvalidity: int, uid: int, raw: bytes) -> bool:
+    def _add(self, session: Session, uidvalidity: int, uid: int, raw: bytes) -> Added | None:
         m = self.mailbox
-        record = add_raw(
+        return add_raw(
             session, channel="imap", key=f"imap:{m.address}:{self.folder}:{uidvalidity}:{uid}",
             raw=raw, now=self.clock.now(), mailbox=m.address,
             origin=f"imap://{m.imap_user}@{m.imap_host}:{m.imap_port}/{self.folder};UID={uid}")
-        return record is not None
 
     def _notify_saved(self) -> None:
         if self.on_saved is None:

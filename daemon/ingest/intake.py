@@ -10,7 +10,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
@@ -49,42 +49,33 @@ def content_key(raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
+class Added(NamedTuple):
+    raw_id: int
+    message_id: str | None   # from the header, as stored on the record
+
+
 def add_raw(session: Session, *, channel: str, key: str, raw: bytes, now: datetime,
             mailbox: str | None = None, origin: str = "",
-            envelope: dict[str, Any] | None = None) -> RawMessage | None:
-    """Add a raw record in the caller's transaction unless its key is known (then None)."""
-    if session.scalar(select(RawMessage.id).where(RawMessage.idempotency_key == key)):
-        return None
-    record = RawMessage(**_raw_row(channel=channel, key=key, raw=raw, now=now, mailbox=mailbox,
-                                   origin=origin, envelope=envelope))
-    session.add(record)
-    session.flush()
-    return record
+            envelope: dict[str, Any] | None = None) -> Added | None:
+    """Add a raw record in the caller's transaction unless its key is known (then None).
 
-
-def _raw_row(*, channel: str, key: str, raw: bytes, now: datetime, mailbox: str | None,
-             origin: str, envelope: dict[str, Any] | None) -> dict[str, Any]:
-    return dict(channel=channel, mailbox=mailbox, origin=origin[:1000],
-                idempotency_key=key[:700], message_id=header_message_id(raw),
-                sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), raw=raw,
-                received_at=now, status="pending", attempts=0, envelope=envelope or {})
-
-
-def _insert_raw(session: Session, row: dict[str, Any]) -> int | None:
-    """`add_raw` for `save_raw`, as plain INSERTs: no ORM object or flush for a row the
-    saving transaction never reads again (the pipeline claims it afresh)."""
-    connection = session.connection()
+    Plain INSERTs, no ORM object or flush: the saving transaction never reads the
+    record again (the pipeline claims it afresh).
+    """
+    key = key[:700]
     table = RawMessage.__table__
-    known = select(table.c.id).where(table.c.idempotency_key == row["idempotency_key"])
-    if connection.scalar(known):
+    connection = session.connection()
+    if connection.scalar(select(table.c.id).where(table.c.idempotency_key == key)):
         return None
-    row = dict(row)
-    data = row.pop("raw")
+    row = dict(channel=channel, mailbox=mailbox, origin=origin[:1000], idempotency_key=key,
+               message_id=header_message_id(raw), sha256=hashlib.sha256(raw).hexdigest(),
+               size=len(raw), received_at=now, status="pending", attempts=0,
+               envelope=envelope or {})
     # Values as execution parameters, not .values(): a compiled statement is cached with
     # the statement it came from, and would keep its first mail's bytes alive.
     raw_id = connection.execute(insert(table).returning(table.c.id), row).scalar_one()
-    connection.execute(insert(RawBody.__table__), {"raw_id": raw_id, "data": data})
-    return raw_id
+    connection.execute(insert(RawBody.__table__), {"raw_id": raw_id, "data": raw})
+    return Added(raw_id, row["message_id"])
 
 
 def save_raw(store: Store, *, channel: str, key: str, raw: bytes, now: datetime,
@@ -94,13 +85,12 @@ def save_raw(store: Store, *, channel: str, key: str, raw: bytes, now: datetime,
     conflict: IntegrityError | None = None
     try:
         with store.transaction() as session:
-            row = _raw_row(channel=channel, key=key, raw=raw, now=now, mailbox=mailbox,
-                           origin=origin, envelope=envelope)
-            raw_id = _insert_raw(session, row)
-            if raw_id is not None:
-                log.info("<%s> saved from %s (%s, %d bytes)", row["message_id"] or "-",
+            added = add_raw(session, channel=channel, key=key, raw=raw, now=now,
+                            mailbox=mailbox, origin=origin, envelope=envelope)
+            if added is not None:
+                log.info("<%s> saved from %s (%s, %d bytes)", added.message_id or "-",
                          channel, origin or mailbox, len(raw))
-                return Saved(raw_id, True)
+                return Saved(added.raw_id, True)
     except IntegrityError as exc:
         conflict = exc  # another process saved the same key between our check and insert
     with store.transaction() as session:
