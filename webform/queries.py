@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, bindparam, case, exists, false, func, null, or_, select, tuple_
+from sqlalchemy import and_, bindparam, case, false, func, null, or_, select, tuple_
 from sqlalchemy.engine import Row
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import Select, Subquery
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -327,35 +327,35 @@ def _searched_rows(session: Session, chosen: TriageFilter, now: datetime,
     none of them matched, the word is rare: the planner's own plan (the trigram index).
     If some did, the walk goes on to the end of the list.
     """
-    unfiltered = replace(chosen, q="")
-    found = session.execute(_head_query(chosen, now, due_column, sort)).all()
+    head = _head(chosen, now, due_column, sort)
+    found = session.execute(_head_search(chosen.q, chosen.limit, head, sort)).all()
     if len(found) > chosen.limit:
         return found
-    head = (select(Ticket.id).where(*_candidates(unfiltered, now, due_column, sort))
-            .order_by(*_order(due_column, sort)).limit(SEARCH_HEAD).correlate(None))
-    listed = session.scalar(select(func.count()).select_from(head.subquery()))
-    if listed < SEARCH_HEAD:
+    if session.scalar(select(func.count()).select_from(head)) < SEARCH_HEAD:
         return found  # the head was the whole list
     return session.execute(_page_query(chosen, now, due_column, sort,
                                        text_per_ticket=bool(found))).all()
 
 
-def _head_query(chosen: TriageFilter, now: datetime, due_column: ColumnElement | None,
-                sort: str) -> Select:
-    """The search among the list's first SEARCH_HEAD tickets, in order, stopping at a full page.
+def _head(chosen: TriageFilter, now: datetime, due_column: ColumnElement | None,
+          sort: str) -> Subquery:
+    """The list's first SEARCH_HEAD tickets after the cursor, without the text filter, in
+    the list's order: the listed columns and the sort keys."""
+    due_value = due_column if due_column is not None else null()
+    keys = [due_value.is_(None).label("due_missing")] if sort == "sla" else []
+    return (select(*_list_columns(), due_value.label("sla_due"), *keys)
+            .where(*_candidates(replace(chosen, q=""), now, due_column, sort))
+            .order_by(*_order(due_column, sort)).limit(SEARCH_HEAD).subquery("head"))
 
-    The head is a subquery of the listed columns and the sort keys, in the list's order;
-    the outer query filters it by the text and orders by the same output columns, so
-    PostgreSQL reads the head as it comes (one walk of the SLA-order index, no second
+
+def _head_search(q: str, limit: int, head: Subquery, sort: str) -> Select:
+    """The search among HEAD's tickets, in order, stopping at a full page.
+
+    The outer query filters the head by the text and orders by the same output columns,
+    so PostgreSQL reads the head as it comes (one walk of the SLA-order index, no second
     lookup by id) and stops at the page's last match instead of checking all of it. The
     client's and assignee's names are looked up for the rows shown only.
     """
-    unfiltered = replace(chosen, q="")
-    due_value = due_column if due_column is not None else null()
-    keys = [due_value.is_(None).label("due_missing")] if sort == "sla" else []
-    head = (select(*_list_columns(), due_value.label("sla_due"), *keys)
-            .where(*_candidates(unfiltered, now, due_column, sort))
-            .order_by(*_order(due_column, sort)).limit(SEARCH_HEAD).subquery("head"))
     order = ([head.c.due_missing, head.c.sla_due.asc(), head.c.id.asc()] if sort == "sla"
              else [head.c.id.desc()])
     client_name = select(Client.name).where(Client.id == head.c.client_id).scalar_subquery()
@@ -364,8 +364,8 @@ def _head_query(chosen: TriageFilter, now: datetime, due_column: ColumnElement |
     listed = [head.c[column.key] for column in _list_columns()]
     return (select(*listed, client_name.label("client_name"),
                    assignee_name.label("assignee_name"), head.c.sla_due)
-            .where(_text_match(chosen.q, per_ticket=True, of=head.c))
-            .order_by(*order).limit(chosen.limit + 1))
+            .where(_text_match(q, per_ticket=True, of=head.c))
+            .order_by(*order).limit(limit + 1))
 
 
 def _mark_held(session: Session, rows: list[TriageRow]) -> None:
