@@ -4,6 +4,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timezone
 
+import pytest
 from alembic import command
 from sqlalchemy import inspect, select
 
@@ -60,3 +61,22 @@ def test_a_new_raw_record_writes_its_bytes_once_into_raw_bodies(store):
     with store.transaction() as session:
         [(raw_id, data)] = session.execute(select(RawBody.raw_id, RawBody.data)).all()
         assert data == b"abc" and session.get(RawMessage, raw_id).raw == b"abc"
+
+
+def test_the_trigram_index_leaves_out_the_daemons_notices_and_comes_back_whole(store):
+    """0008 makes the search index partial (kind <> 'system'); its downgrade restores it."""
+    if store.backend != "postgresql":
+        pytest.skip("the trigram index is PostgreSQL's")
+
+    def definition() -> str:
+        with store.engine.connect() as connection:
+            return connection.exec_driver_sql(
+                "SELECT pg_get_indexdef(to_regclass('ix_messages_text_trgm'))").scalar()
+    assert "WHERE ((kind)::text <> 'system'::text)" in definition()
+    config = alembic_config(store)
+    try:
+        command.downgrade(config, "0007")
+        assert "WHERE" not in definition() and "gin_trgm_ops" in definition()
+    finally:
+        upgrade(store)
+    assert "WHERE ((kind)::text <> 'system'::text)" in definition()

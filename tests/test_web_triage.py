@@ -345,6 +345,36 @@ def test_text_search_over_subject_body_number_and_requester(web, coordinator):
         assert sorted(listed(coordinator.get("/tickets", query_string={"q": q}))) == expected, q
 
 
+def test_search_finds_what_people_wrote_not_the_daemons_own_notices(web, coordinator):
+    """The acknowledgement's copy on the ticket says "dziękujemy za zgłoszenie"; the
+    customer did not. A search for the template's words would list every acknowledged
+    ticket."""
+    web.mail(subject="Kasa", body="Nie drukuje paragonów.\n")
+    with web.store.transaction() as session:
+        kinds = [m.kind for m in session.scalars(select(Message).order_by(Message.id))]
+    assert "system" in kinds    # the ack's copy is there to be (not) found
+    assert listed(coordinator.get("/tickets", query_string={"q": "dziękujemy"})) == []
+    assert listed(coordinator.get("/tickets", query_string={"q": "paragonów"})) == ["JAN-1"]
+
+
+def test_the_search_condition_lets_postgresql_use_the_partial_trigram_index(web):
+    """The index is made WHERE kind <> 'system': PostgreSQL uses it only for a query that
+    carries that same condition, as the search's messages do (without it: no index)."""
+    if web.store.backend != "postgresql":
+        pytest.skip("the plan is checked on PostgreSQL")
+    word = Message.text.icontains("xyzzyplugh", autoescape=True)
+    plans = {}
+    with web.store.engine.connect() as connection:
+        connection.exec_driver_sql("SET enable_seqscan = off")
+        for name, where in [("people", [queries.written_by_people(), word]), ("all", [word])]:
+            statement = select(Message.id).where(*where).compile(
+                web.store.engine, compile_kwargs={"literal_binds": True})
+            plans[name] = "\n".join(row[0] for row in
+                                    connection.exec_driver_sql(f"EXPLAIN {statement}"))
+    assert "ix_messages_text_trgm" in plans["people"], plans["people"]
+    assert "ix_messages_text_trgm" not in plans["all"], plans["all"]
+
+
 @pytest.mark.parametrize("head", [3, 1000])
 def test_search_pages_are_the_matches_in_list_order_however_common_the_word(
         web, coordinator, monkeypatch, head):

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, bindparam, case, false, func, null, or_, select, tuple_
+from sqlalchemy import (and_, bindparam, case, false, func, literal_column, null, or_,
+                        select, tuple_)
 from sqlalchemy.engine import Row
 from sqlalchemy.sql import Select, Subquery
 from sqlalchemy.orm import Session, aliased
@@ -176,8 +177,16 @@ def _after(due_column: ColumnElement, due: datetime | None, ticket_id: int) -> C
 
 
 # -- filters -------------------------------------------------------------------------------------
+def written_by_people() -> ColumnElement:
+    """Messages a person wrote: not the daemon's own notices (kind 'system'), whose text is
+    a template around what is on the ticket already. The condition is a literal, the
+    trigram index's own WHERE, so PostgreSQL can use that partial index."""
+    return Message.kind != literal_column("'system'")
+
+
 def _text_match(q: str, per_ticket: bool = False, of=Ticket) -> ColumnElement:
-    """Number, subject, requester, or the text of any message (an EXISTS per ticket).
+    """Number, subject, requester, or the text of a message a person wrote (an EXISTS per
+    ticket).
 
     PER_TICKET keeps PostgreSQL from answering the EXISTS by first collecting every
     matching message (a "hashed subplan", from the trigram index): OFFSET 0 in an EXISTS
@@ -185,7 +194,7 @@ def _text_match(q: str, per_ticket: bool = False, of=Ticket) -> ColumnElement:
     walked, which stops at the page's last row. SQLite always checks per ticket. OF is
     where the ticket's columns come from: the table, or a subquery of its rows.
     """
-    in_messages = select(Message.id).where(Message.ticket_id == of.id,
+    in_messages = select(Message.id).where(Message.ticket_id == of.id, written_by_people(),
                                            Message.text.icontains(q, autoescape=True))
     if per_ticket:
         in_messages = in_messages.offset(0)

@@ -227,9 +227,11 @@ class Message(Base):
 
 
 # The triage list's search (ILIKE '%…%' on message text) on PostgreSQL: a trigram index,
-# made by migration 0006 where the pg_trgm extension can be installed.
+# made by migration 0006 where the pg_trgm extension can be installed, over what people
+# wrote: the daemon's own notices (kind 'system') are not searched (migration 0008).
 Index("ix_messages_text_trgm", Message.text, postgresql_using="gin",
-      postgresql_ops={"text": "gin_trgm_ops"}).ddl_if(dialect="postgresql")
+      postgresql_ops={"text": "gin_trgm_ops"},
+      postgresql_where=text("kind <> 'system'")).ddl_if(dialect="postgresql")
 
 
 class Blob(Base):
