@@ -78,10 +78,59 @@ class Inserts:
         return sum(map(len, self._rows.values()))
 
     def write(self, session: Session) -> None:
+        copying = session.get_bind().dialect.name == "postgresql"
         for model, rows in self._rows.items():
-            if rows:
+            if not rows:
+                continue
+            if copying:
+                session.flush()  # what is pending comes first, as an ORM INSERT's autoflush does
+                copy_rows(session, model.__table__, rows)
+            else:
                 session.execute(insert(model), rows)
         self._rows.clear()
+
+
+def copy_rows(session: Session, table, rows: list[dict]) -> None:
+    """Insert ROWS into TABLE on PostgreSQL with one COPY, in the session's transaction.
+
+    COPY costs PostgreSQL a fraction of an INSERT per row (no statement per row to
+    parse, bind and execute), and psycopg writes its rows in C. Each value goes through
+    its column type's own bind processing, the same as an INSERT; a column a row leaves
+    out gets the column's Python-side default, or NULL. Below the ORM: the caller
+    flushes first if pending objects must come before these rows.
+    """
+    dialect = session.get_bind().dialect
+    given = set().union(*rows)
+    columns = [c for c in table.columns
+               if c.key in given or (c.default is not None and not c.primary_key)]
+    fills = [_column_fill(c, dialect) for c in columns]
+    names = ", ".join(dialect.identifier_preparer.quote(c.name) for c in columns)
+    raw = session.connection().connection.driver_connection
+    with raw.cursor() as cursor, \
+            cursor.copy(f"COPY {dialect.identifier_preparer.format_table(table)} ({names}) "
+                        "FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([fill(row) for fill in fills])
+
+
+def _column_fill(column, dialect):
+    """ROW -> the value COPY writes into COLUMN."""
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    default = column.default
+    if default is None:
+        missing = lambda: None  # noqa: E731
+    elif default.is_scalar:
+        missing = lambda: default.arg  # noqa: E731
+    elif default.is_callable:
+        missing = lambda: default.arg(None)  # noqa: E731 - wrapped: takes the (absent) context
+    else:
+        raise ValueError(f"{column}: a SQL default cannot be filled in for COPY")
+    key = column.key
+
+    def fill(row: dict):
+        value = row[key] if key in row else missing()
+        return process(value) if process is not None and value is not None else value
+    return fill
 
 
 def participants_of(session: Session, ticket: Ticket) -> list[Participant]:

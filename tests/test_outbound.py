@@ -28,7 +28,7 @@ from daemon.outbound.transport import MaildirTransport, make_transport
 from daemon.rules.classify import LOOP_HEADER
 from daemon.store import Store
 from daemon.store.models import Event, Message, OutboxMail, Ticket
-from daemon.tickets import Inserts, next_number
+from daemon.tickets import Inserts, next_number, record_event
 from tests.conftest import NOW
 from tests.tomlwrite import write_config
 
@@ -236,6 +236,8 @@ def test_a_mail_queued_as_plain_rows_is_stored_as_through_the_orm(store, relay_c
         with pytest.raises(ValueError):
             enqueue(session, config, ticket=ticket, into=Inserts(), **fields,
                     attachments=[OutgoingAttachment("a.pdf", "application/pdf", b"%PDF")])
+        record_event(session, ticket, "sla_warning", NOW, clock="first_response", to=[CUSTOMER])
+        rows.event(ticket, "sla_warning", NOW, clock="first_response", to=[CUSTOMER])
         rows.write(session)
 
     def columns(row, skip=("id",)) -> dict:
@@ -252,6 +254,9 @@ def test_a_mail_queued_as_plain_rows_is_stored_as_through_the_orm(store, relay_c
         assert unique_parts(a.raw, through_orm) == unique_parts(b.raw, plain)
         assert columns(copies[through_orm], ("id", "message_id")) == \
             columns(copies[plain], ("id", "message_id"))
+        orm_event, plain_event = [e for e in ticket.events if e.action == "sla_warning"]
+        assert columns(orm_event) == columns(plain_event)
+        assert plain_event.detail == {"clock": "first_response", "to": [CUSTOMER]}
 
 
 # -- Maildir, the embedded default -----------------------------------------------------------
