@@ -78,15 +78,17 @@ class Inserts:
         return sum(map(len, self._rows.values()))
 
     def write(self, session: Session) -> None:
+        if not len(self):
+            return
+        session.flush()  # what is pending in the session comes first, then these rows
         copying = session.get_bind().dialect.name == "postgresql"
         for model, rows in self._rows.items():
             if not rows:
                 continue
             if copying:
-                session.flush()  # what is pending comes first, as an ORM INSERT's autoflush does
                 copy_rows(session, model.__table__, rows)
-            else:
-                session.execute(insert(model), rows)
+            else:  # below the ORM's bulk INSERT, whose bookkeeping these rows do not need
+                session.connection().execute(insert(model.__table__), rows)
         self._rows.clear()
 
 
