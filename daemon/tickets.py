@@ -154,17 +154,36 @@ def _text(value: str | None, limit: int | None = None) -> str | None:
 
 
 def next_number(session: Session, prefix: str) -> str:
-    """The next ticket number for PREFIX; the counter row's lock makes it unique across processes."""
+    """The next ticket number for PREFIX, unique across processes.
+
+    On PostgreSQL the counter is incremented in a transaction of its own, committed at
+    once: the row's lock is held for that one statement, not for the rest of the
+    creating transaction (rendering and queueing the acknowledgement, the commit), which
+    made every new ticket in every other process wait. The price is a skipped number
+    when the creating transaction rolls back. SQLite writes one transaction at a time
+    anyway: there the number stays in the creating transaction, gapless.
+    """
+    engine = session.get_bind()
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            value = _increment(connection, prefix, postgresql)
+    else:
+        with reading(session, TicketCounter):  # counter rows are never ORM objects in a session
+            value = _increment(session, prefix, sqlite)
+    return f"{prefix}-{value}"
+
+
+def _increment(executor, prefix: str, dialect) -> int:
     # The row exists after a prefix's first ticket: try the increment first, and create
     # the row (then increment it) only when it is missing.
-    increment = (update(TicketCounter).where(TicketCounter.prefix == prefix)
+    increment = (update(TicketCounter.__table__).where(TicketCounter.prefix == prefix)
                  .values(value=TicketCounter.value + 1).returning(TicketCounter.value))
-    with reading(session, TicketCounter):  # counter rows are never ORM objects in a session
-        value = session.execute(increment).scalar_one_or_none()
-        if value is None:
-            _insert_ignore(session, TicketCounter, {"prefix": prefix, "value": 0})
-            value = session.execute(increment).scalar_one()
-    return f"{prefix}-{value}"
+    value = executor.execute(increment).scalar_one_or_none()
+    if value is None:
+        executor.execute(dialect.insert(TicketCounter.__table__).on_conflict_do_nothing(),
+                         {"prefix": prefix, "value": 0})
+        value = executor.execute(increment).scalar_one()
+    return value
 
 
 def domain_of(address: str) -> str:

@@ -4,13 +4,15 @@ from __future__ import annotations
 import dataclasses
 import threading
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
 
 from daemon.clock import Clock
 from daemon.ingest.intake import content_key, save_raw
 from daemon.pipeline import Pipeline
 from daemon.store import Store
 from daemon.store.models import Attachment, Blob, Message, Ticket
+from daemon.tickets import next_number
 from tests.mailfactory import make_mail
 
 PHOTO = ("zdjecie.jpg", "image/jpeg", b"\xff\xd8" + b"jpeg" * 1000)
@@ -65,3 +67,23 @@ def test_ticket_numbers_stay_unique_with_concurrent_writers(desk, db_url):
         numbers = list(session.scalars(select(Ticket.number)))
     assert len(numbers) == 40 and len(set(numbers)) == 40
     assert sorted(int(n.split("-")[1]) for n in numbers) == list(range(1, 41))
+
+
+def test_a_new_ticket_does_not_hold_the_counter_until_it_commits(desk, db_url):
+    """While one transaction that took a number is still open (its acknowledgement
+    rendering, say), another process takes the next number at once. On SQLite writers
+    take turns anyway; the number stays in the creating transaction there."""
+    if desk.store.backend != "postgresql":
+        pytest.skip("SQLite serialises writers with its write lock")
+    other = Store(db_url)
+    try:
+        with desk.store.transaction() as first:
+            assert next_number(first, "JAN") == "JAN-1"
+            with other.transaction() as second:
+                second.execute(text("SET LOCAL lock_timeout = '2s'"))
+                assert next_number(second, "JAN") == "JAN-2"
+            first.rollback()   # the first ticket is never made: its number is skipped
+        with other.transaction() as third:
+            assert next_number(third, "JAN") == "JAN-3"
+    finally:
+        other.dispose()

@@ -106,7 +106,7 @@ class Technician(Base):
 
 
 class TicketCounter(Base):
-    """One row per prefix; incremented in the creating transaction, so numbers never repeat."""
+    """One row per prefix; numbers never repeat (daemon.tickets.next_number)."""
 
     __tablename__ = "ticket_counters"
     prefix: Mapped[str] = mapped_column(String(10), primary_key=True)
