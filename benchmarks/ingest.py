@@ -9,7 +9,10 @@
    raw mail, parse, classify, thread, route, store, queue the acknowledgement and the
    coordinator notice) and its peak RSS. Then checks the result: one ticket per new
    problem, every reply on the ticket the generator predicted, one ack per ticket.
-3. Ceiling: `mailparser.parse_from_bytes` over the same mails, in this process.
+3. Ceiling: `mailparser.parse_from_bytes` over the same mails, in this process. Floors,
+   the least any end-to-end ingest of these mails costs on this machine: the standard
+   library's MIME tree alone (mail-parser's own base), our parse step alone
+   (`daemon.parse.parse_mail`), and the durable save alone (`helpdesk ingest --no-process`).
 4. Roundup: its own venv (~/.cache/jantar-bench/roundup-venv, `pip install roundup`),
    `roundup-admin install classic sqlite`, anonymous email access (the gateway creates
    a user per unknown sender), outgoing mail to a debug file, `roundup-mailgw` over
@@ -97,16 +100,59 @@ def check_store(database: Path, facts: list[dict]) -> dict:
     return checks
 
 
-# -- the ceiling -----------------------------------------------------------------------------
-def run_mailparser(mails: list[bytes]) -> dict:
-    import mailparser
+# -- the ceiling and the floors -------------------------------------------------------------
+def timed_parse(parse_one, mails: list[bytes]) -> dict:
+    """PARSE_ONE over every mail in this process: wall and CPU time."""
     start, cpu_start = time.perf_counter(), time.process_time()
     for raw in mails:
-        mailparser.parse_from_bytes(raw)
+        parse_one(raw)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     return {"mails": len(mails), "seconds": round(seconds, 2),
             "mails_per_s": round(len(mails) / seconds, 1), "cpu_seconds": round(cpu, 2),
             "mails_per_cpu_s": round(len(mails) / cpu, 1)}
+
+
+def run_mailparser(mails: list[bytes]) -> dict:
+    """The ceiling the issue names: a full mail-parser object per mail."""
+    import mailparser
+    return timed_parse(mailparser.parse_from_bytes, mails)
+
+
+def run_stdlib_tree(mails: list[bytes]) -> dict:
+    """A floor: the standard library's MIME tree alone, no part decoded, no header read.
+    mail-parser is built on this parser; no parse of these mails on this stack costs less."""
+    from email.feedparser import BytesFeedParser
+    from email.policy import compat32
+
+    def tree(raw: bytes):
+        parser = BytesFeedParser(policy=compat32)
+        parser.feed(raw)
+        return parser.close()
+    return timed_parse(tree, mails)
+
+
+def run_our_parse(mails: list[bytes]) -> dict:
+    """Our pipeline's parse step alone (daemon.parse.parse_mail): headers, text, safe HTML,
+    attachments."""
+    from daemon.parse import parse_mail
+    return timed_parse(parse_mail, mails)
+
+
+def run_save_only(folder: Path, mbox: Path, facts: list[dict]) -> dict:
+    """A floor: `helpdesk ingest --no-process`, every raw mail saved in its own commit (the
+    durability point) and nothing else."""
+    database = folder / "helpdesk.db"
+    config = write_config(folder, f"sqlite:///{database}")
+    if timed(helpdesk(config, "migrate"))[1] != 0:
+        raise SystemExit("helpdesk migrate failed")
+    process = helpdesk(config, "ingest", str(mbox), "--mailbox", "sklep@jantar.pl",
+                       "--no-process", "--json", stderr=subprocess.DEVNULL)
+    seconds, code, rss, cpu = timed(process)
+    if code != 0:
+        raise SystemExit(f"helpdesk ingest --no-process failed ({code})")
+    return {"mails": len(facts), "seconds": round(seconds, 2),
+            "mails_per_s": round(len(facts) / seconds, 1), "cpu_seconds": round(cpu, 2),
+            "mails_per_cpu_s": round(len(facts) / cpu, 1), "peak_rss_mb": round(rss, 1)}
 
 
 # -- Roundup ---------------------------------------------------------------------------------
@@ -173,7 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     result = {"machine": machine(), "mbox_mb": round(mbox.stat().st_size / 1e6, 1)}
     (folder / "ours").mkdir()
     result["ours"] = run_ours(folder / "ours", mbox, facts)
-    result["mailparser"] = run_mailparser(read_mails(mbox))
+    mails = read_mails(mbox)
+    result["mailparser"] = run_mailparser(mails)
+    result["floors"] = {"stdlib_mime_tree": run_stdlib_tree(mails),
+                        "our_parse": run_our_parse(mails)}
+    del mails
+    (folder / "save-only").mkdir()
+    result["floors"]["save_only"] = run_save_only(folder / "save-only", mbox, facts)
     result["ceiling_ratio"] = round(result["ours"]["mails_per_s"]
                                     / result["mailparser"]["mails_per_s"], 3)
     # CPU seconds: less disturbed by other work on a shared machine than wall time.
@@ -198,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
           f"| {ceiling['mails_per_s']} | {result['ceiling_ratio']} | "
           + (f"{result['roundup']['mails_per_s']} ({result['roundup']['mails']}) | "
              f"{result['roundup_ratio']}x |" if "roundup" in result else "- | - |"))
+    print("floors (mails per CPU-second): " + ", ".join(
+        f"{name} {floor['mails_per_cpu_s']}" for name, floor in result["floors"].items()))
     print(f"checks: {ours['checks']}")
     print(f"written to {path}" + (f"; temp dir {folder}" if args.keep else ""))
     if not args.keep:
