@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from daemon.config import Config
@@ -15,12 +16,14 @@ from daemon.store.models import (Attachment, Blob, Client, Event, Message, Parti
                                  RawMessage, Technician, Ticket, TicketCounter)
 
 
-def _insert_ignore(session: Session, model, values: dict) -> None:
-    """INSERT … ON CONFLICT DO NOTHING on either backend (blob and counter rows)."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+def _insert_ignore(executor: Session | Connection, model, values: dict) -> None:
+    """INSERT … ON CONFLICT DO NOTHING on either backend (blob and counter rows), through a
+    session or a connection of its own."""
+    bind = executor.get_bind() if isinstance(executor, Session) else executor
+    dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
     # VALUES as execution parameters: a cached compiled statement keeps the statement it
     # was compiled from, and with .values() a blob's bytes with it.
-    session.execute(dialect.insert(model).on_conflict_do_nothing(), values)
+    executor.execute(dialect.insert(model).on_conflict_do_nothing(), values)
 
 
 def reading(session: Session, *models: type) -> contextlib.AbstractContextManager:
@@ -166,22 +169,21 @@ def next_number(session: Session, prefix: str) -> str:
     engine = session.get_bind()
     if engine.dialect.name == "postgresql":
         with engine.begin() as connection:
-            value = _increment(connection, prefix, postgresql)
+            value = _increment(connection, prefix)
     else:
         with reading(session, TicketCounter):  # counter rows are never ORM objects in a session
-            value = _increment(session, prefix, sqlite)
+            value = _increment(session, prefix)
     return f"{prefix}-{value}"
 
 
-def _increment(executor, prefix: str, dialect) -> int:
+def _increment(executor: Session | Connection, prefix: str) -> int:
     # The row exists after a prefix's first ticket: try the increment first, and create
     # the row (then increment it) only when it is missing.
     increment = (update(TicketCounter.__table__).where(TicketCounter.prefix == prefix)
                  .values(value=TicketCounter.value + 1).returning(TicketCounter.value))
     value = executor.execute(increment).scalar_one_or_none()
     if value is None:
-        executor.execute(dialect.insert(TicketCounter.__table__).on_conflict_do_nothing(),
-                         {"prefix": prefix, "value": 0})
+        _insert_ignore(executor, TicketCounter, {"prefix": prefix, "value": 0})
         value = executor.execute(increment).scalar_one()
     return value
 
