@@ -51,12 +51,23 @@ def read_mails(path: Path) -> list[bytes]:
 
 
 # -- ours ------------------------------------------------------------------------------------
-def run_ours(folder: Path, mbox: Path, facts: list[dict]) -> dict:
+def fresh_store(folder: Path) -> tuple[Path, Path]:
+    """A migrated SQLite store in FOLDER (not timed): its database and config paths."""
     database = folder / "helpdesk.db"
     config = write_config(folder, f"sqlite:///{database}")
-    migrate = helpdesk(config, "migrate")
-    if timed(migrate)[1] != 0:
+    if timed(helpdesk(config, "migrate"))[1] != 0:
         raise SystemExit("helpdesk migrate failed")
+    return database, config
+
+
+def rates(mails: int, seconds: float, cpu: float) -> dict:
+    return {"mails": mails, "seconds": round(seconds, 2),
+            "mails_per_s": round(mails / seconds, 1), "cpu_seconds": round(cpu, 2),
+            "mails_per_cpu_s": round(mails / cpu, 1)}
+
+
+def run_ours(folder: Path, mbox: Path, facts: list[dict]) -> dict:
+    database, config = fresh_store(folder)
     log = folder / "ingest.log"
     with open(log, "wb") as stderr:
         process = helpdesk(config, "ingest", str(mbox), "--mailbox", "sklep@jantar.pl", "--json",
@@ -66,9 +77,7 @@ def run_ours(folder: Path, mbox: Path, facts: list[dict]) -> dict:
         raise SystemExit(f"helpdesk ingest failed ({code}); see {log}:\n"
                          + log.read_text(errors="replace")[-3000:])
     summary = json.loads(process.stdout.read())
-    result = {"mails": len(facts), "seconds": round(seconds, 2),
-              "mails_per_s": round(len(facts) / seconds, 1), "peak_rss_mb": round(rss, 1),
-              "cpu_seconds": round(cpu, 2), "mails_per_cpu_s": round(len(facts) / cpu, 1),
+    result = {**rates(len(facts), seconds, cpu), "peak_rss_mb": round(rss, 1),
               "summary": summary, "checks": check_store(database, facts)}
     return result
 
@@ -106,10 +115,7 @@ def timed_parse(parse_one, mails: list[bytes]) -> dict:
     start, cpu_start = time.perf_counter(), time.process_time()
     for raw in mails:
         parse_one(raw)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    return {"mails": len(mails), "seconds": round(seconds, 2),
-            "mails_per_s": round(len(mails) / seconds, 1), "cpu_seconds": round(cpu, 2),
-            "mails_per_cpu_s": round(len(mails) / cpu, 1)}
+    return rates(len(mails), time.perf_counter() - start, time.process_time() - cpu_start)
 
 
 def run_mailparser(mails: list[bytes]) -> dict:
@@ -141,18 +147,13 @@ def run_our_parse(mails: list[bytes]) -> dict:
 def run_save_only(folder: Path, mbox: Path, facts: list[dict]) -> dict:
     """A floor: `helpdesk ingest --no-process`, every raw mail saved in its own commit (the
     durability point) and nothing else."""
-    database = folder / "helpdesk.db"
-    config = write_config(folder, f"sqlite:///{database}")
-    if timed(helpdesk(config, "migrate"))[1] != 0:
-        raise SystemExit("helpdesk migrate failed")
+    _database, config = fresh_store(folder)
     process = helpdesk(config, "ingest", str(mbox), "--mailbox", "sklep@jantar.pl",
                        "--no-process", "--json", stderr=subprocess.DEVNULL)
     seconds, code, rss, cpu = timed(process)
     if code != 0:
         raise SystemExit(f"helpdesk ingest --no-process failed ({code})")
-    return {"mails": len(facts), "seconds": round(seconds, 2),
-            "mails_per_s": round(len(facts) / seconds, 1), "cpu_seconds": round(cpu, 2),
-            "mails_per_cpu_s": round(len(facts) / cpu, 1), "peak_rss_mb": round(rss, 1)}
+    return {**rates(len(facts), seconds, cpu), "peak_rss_mb": round(rss, 1)}
 
 
 # -- Roundup ---------------------------------------------------------------------------------
