@@ -514,3 +514,31 @@ def test_the_readme_worked_example(tmp_path, config_file, capsys):
         ("abandoned", 25, "followed", None)
     assert (calls["88216"]["direction"], calls["88216"]["callee"],
             calls["88216"]["technician"]) == ("out", "+48600123456", "anna.kowalska@jantar.pl")
+
+
+def test_an_import_waits_for_the_disk_only_at_the_end_of_a_file(tmp_path, calls_config, store,
+                                                                 monkeypatch):
+    """Full batches commit without the WAL flush (PostgreSQL); the file's last batch waits
+    for it, and that makes the earlier ones durable before the cursor moves past the file.
+    Read back inside each batch's own transaction: the setting its commit will use."""
+    from daemon.ingest.calls import writer
+    monkeypatch.setattr(writer, "BATCH_SIZE", 3)
+    seen = []
+    real = writer._CallInsert.execute
+
+    def execute(self, connection, values, wait_for_flush=True):
+        inserted = real(self, connection, values, wait_for_flush)
+        setting = connection.exec_driver_sql("SHOW synchronous_commit").scalar() \
+            if self.postgresql else None
+        seen.append((len(values), wait_for_flush, setting))
+        return inserted
+
+    monkeypatch.setattr(writer._CallInsert, "execute", execute)
+    folder = tmp_path / "cdr"
+    write_export(folder / "a.csv", [row(f"W{i}", f"2026-11-25 10:0{i}:00", "0611002030",
+                                        "Odebrane") for i in range(7)])
+    result = run_source(calls_config(pbx_sources=[orange_source(folder)]), store, "orange", NOW)
+    assert result.imported == 7 and [n for n, *_ in seen] == [3, 3, 1]
+    assert [durable for _, durable, _ in seen] == [False, False, True]
+    if store.backend == "postgresql":
+        assert [setting for *_, setting in seen] == ["off", "off", "on"]

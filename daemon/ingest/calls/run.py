@@ -96,7 +96,9 @@ def _run(config: Config, store: Store, calls: CallsConfig, name: str, now: datet
     if source is None:
         known = ", ".join(s.name for s in calls.sources) or "none configured"
         raise CallImportError(f"no pbx source named {name!r} (known: {known})")
-    writer = CallWriter(store.transaction, source, calls.settings, now, ImportResult(name))
+    # The batches need not each wait for the disk: the cursor's commit after them does.
+    writer = CallWriter(store.transaction, source, calls.settings, now, ImportResult(name),
+                        durable_batches=False)
     return Run(config, store, source, now, writer, progress)
 
 

@@ -1,10 +1,18 @@
 """Store call records in batches, once per source and call id, and count what happened.
 
-Rows are inserted a batch at a time (1,000 per transaction by default) with INSERT …
+Rows are inserted a batch at a time (5,000 per transaction by default) with INSERT …
 ON CONFLICT DO NOTHING RETURNING, so a record seen twice — in an overlap window, in a
 re-read file, by two daemons at once — is stored once, and the count of new calls is
 exact on both backends. A malformed row is counted and kept (file and line) in the
 result; the rest of the file goes on.
+
+An import run (`durable_batches=False`) commits its full batches on PostgreSQL without
+waiting for the WAL flush (`synchronous_commit = off`, for those transactions only).
+The last batch of a file or fetch, stored by the caller's flush(), waits for it, and
+its flush makes every earlier commit durable too: once the import returns (and before
+the source's cursor moves past the file), all of it is on disk. A crash before that
+loses whole batches, never a part of one, and the file is read again. A writer inside a
+caller's transaction (mail intake) keeps that transaction's own durability.
 """
 from __future__ import annotations
 
@@ -28,7 +36,7 @@ from daemon.store.models import Call
 
 log = logging.getLogger(__name__)
 CALLS = Call.__table__
-BATCH_SIZE = 1000
+BATCH_SIZE = 5000
 ERRORS_KEPT = 1000   # the first ones, in the result; all are counted and logged
 
 
@@ -81,9 +89,12 @@ class CallWriter:
     """Collects records and stores them a batch at a time, each batch its own transaction."""
 
     def __init__(self, transaction: Transaction, source: PbxSource, settings: CallSettings,
-                 now: datetime, result: ImportResult, batch_size: int = BATCH_SIZE):
+                 now: datetime, result: ImportResult, batch_size: int | None = None, *,
+                 durable_batches: bool = True):
         self.transaction, self.source, self.settings = transaction, source, settings
-        self.now, self.result, self.batch_size = now, result, batch_size
+        self.now, self.result = now, result
+        self.batch_size = batch_size or BATCH_SIZE
+        self.durable_batches = durable_batches
         self.directory: CallDirectory | None = None
         self.batch: dict[str, tuple[CallRecord, Any, str]] = {}
 
@@ -92,9 +103,11 @@ class CallWriter:
         if record.call_id in self.batch:
             self.result.duplicates += 1
             return
-        self.batch[record.call_id] = (record, raw, where)
         if len(self.batch) >= self.batch_size:
-            self.flush()
+            # A full batch is stored before the next record joins, so the last one is
+            # always left for the caller's flush(), whose commit waits for the disk.
+            self.flush(durable=False)
+        self.batch[record.call_id] = (record, raw, where)
 
     def directory_for(self, session: Session) -> CallDirectory:
         """Clients, contacts and technicians, loaded once per import."""
@@ -102,7 +115,9 @@ class CallWriter:
             self.directory = CallDirectory.load(session, self.settings)
         return self.directory
 
-    def flush(self) -> None:
+    def flush(self, durable: bool = True) -> None:
+        """Store the records collected; DURABLE=False (a full batch of an import run) lets
+        PostgreSQL commit it without waiting for the disk."""
         if not self.batch:
             return
         pending, self.batch = list(self.batch.values()), {}
@@ -113,7 +128,8 @@ class CallWriter:
                 values = self._values(insert, pending)
             else:
                 values = insert.values([self._row(*p) for p in pending])
-            inserted = insert.execute(session.connection(), values)
+            inserted = insert.execute(session.connection(), values,
+                                      wait_for_flush=durable or self.durable_batches)
         self.result.imported += inserted
         self.result.duplicates += len(pending) - inserted
 
@@ -199,9 +215,9 @@ class _CallInsert:
     def run(self, connection, rows: list[dict[str, Any]]) -> int:
         return self.execute(connection, self.values(rows))
 
-    def execute(self, connection, values: list[tuple]) -> int:
+    def execute(self, connection, values: list[tuple], wait_for_flush: bool = True) -> int:
         if self.postgresql:
-            return self._copy(connection, values)
+            return self._copy(connection, values, wait_for_flush)
         return connection.exec_driver_sql(self.sql, values).rowcount
 
     def values(self, rows: list[dict[str, Any]]) -> list[tuple]:
@@ -222,10 +238,12 @@ class _CallInsert:
             converted.append(tuple(values))
         return converted
 
-    def _copy(self, connection, values: list[tuple]) -> int:
+    def _copy(self, connection, values: list[tuple], wait_for_flush: bool) -> int:
         columns = ", ".join(self.names)
         cursor = connection.connection.cursor()   # the driver's, in this transaction
         try:
+            if not wait_for_flush:
+                cursor.execute("SET LOCAL synchronous_commit = off")
             cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS calls_incoming ON COMMIT DELETE ROWS "
                            f"AS SELECT {columns} FROM calls WITH NO DATA")
             with cursor.copy(f"COPY calls_incoming ({columns}) FROM STDIN") as copy:
