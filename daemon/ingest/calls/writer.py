@@ -106,7 +106,7 @@ class CallWriter:
         if len(self.batch) >= self.batch_size:
             # A full batch is stored before the next record joins, so the last one is
             # always left for the caller's flush(), whose commit waits for the disk.
-            self.flush(durable=False)
+            self.flush(durable=self.durable_batches)
         self.batch[record.call_id] = (record, raw, where)
 
     def directory_for(self, session: Session) -> CallDirectory:
@@ -116,8 +116,8 @@ class CallWriter:
         return self.directory
 
     def flush(self, durable: bool = True) -> None:
-        """Store the records collected; DURABLE=False (a full batch of an import run) lets
-        PostgreSQL commit it without waiting for the disk."""
+        """Store the records collected; DURABLE=False lets PostgreSQL commit them without
+        waiting for the disk (a full batch of an import run: see the module's docstring)."""
         if not self.batch:
             return
         pending, self.batch = list(self.batch.values()), {}
@@ -129,7 +129,7 @@ class CallWriter:
             else:
                 values = insert.values([self._row(*p) for p in pending])
             inserted = insert.execute(session.connection(), values,
-                                      wait_for_flush=durable or self.durable_batches)
+                                      wait_for_flush=durable)
         self.result.imported += inserted
         self.result.duplicates += len(pending) - inserted
 
