@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Iterator
 from datetime import datetime
 
 from sqlalchemy import func, insert, select, update
@@ -48,24 +49,47 @@ def reading(session: Session, *models: type) -> contextlib.AbstractContextManage
 class Inserts:
     """Rows added with one INSERT per table (an executemany) when `write` is called.
 
-    For rows that nothing reads back before `write`, in bulk: an SLA sweep's notices
-    (each its mail, the mail's copy on the ticket, an event). An ORM object costs more to
-    build and to flush than its row costs to insert, a third of a notice's time. The
-    caller writes before it commits, and before it does anything that reads these
-    tables or orders itself after these rows (an escalation's events).
+    For rows that nothing reads back before `write`: events, queued mail and the
+    ticket's copy of each mail, in bulk. An ORM object costs more to build and to flush
+    than its row costs to insert: a third of an SLA notice's time, and most of a new
+    ticket's flush. The caller writes before it commits, and before it does anything
+    that reads these tables or orders itself after these rows.
+
+    A row may belong to a ticket not yet in the store: its ticket's id is read when the
+    rows are written, after the session's flush has inserted the ticket.
+
+    `bound` opens a block in which `record_event` and `enqueue` add to these rows
+    instead of the session (the pipeline's record transaction).
     """
 
     def __init__(self) -> None:
         self._rows: dict[type, list[dict]] = {}
 
-    def add(self, model: type, **values) -> dict:
+    @classmethod
+    @contextlib.contextmanager
+    def bound(cls, session: Session) -> Iterator[Inserts]:
+        """A block whose events and queued mail in SESSION are rows of the yielded
+        Inserts, written when the block ends without an exception."""
+        if _BOUND in session.info:
+            raise RuntimeError("an Inserts is bound to this session already")
+        rows = session.info[_BOUND] = cls()
+        try:
+            yield rows
+            rows.write(session)
+        finally:
+            del session.info[_BOUND]
+
+    def add(self, model: type, *, ticket: Ticket | None = None, **values) -> dict:
+        """A row of MODEL; with TICKET, its ticket_id is TICKET's id at `write`."""
+        if ticket is not None:
+            values[_TICKET] = ticket
         self._rows.setdefault(model, []).append(values)
         return values
 
     def event(self, ticket: Ticket, action: str, now: datetime, actor: str = "system",
               **detail) -> dict:
-        """What `record_event` records, for a ticket already in the store."""
-        return self.add(Event, ticket_id=ticket.id, at=now, actor=actor, action=action,
+        """What `record_event` records."""
+        return self.add(Event, ticket=ticket, at=now, actor=actor, action=action,
                         detail=detail)
 
     def message(self, ticket: Ticket, mail: ParsedMail, *, kind: str, direction: str,
@@ -74,7 +98,7 @@ class Inserts:
         if mail.attachments:
             raise ValueError("a message with files is appended with append_message")
         _counted(ticket, now)
-        return self.add(Message, ticket_id=ticket.id,
+        return self.add(Message, ticket=ticket,
                         **_message_values(mail, kind=kind, direction=direction, now=now))
 
     def __len__(self) -> int:
@@ -84,15 +108,34 @@ class Inserts:
         if not len(self):
             return
         session.flush()  # what is pending in the session comes first, then these rows
-        copying = session.get_bind().dialect.name == "postgresql"
+        dialect = session.get_bind().dialect.name
         for model, rows in self._rows.items():
-            if not rows:
-                continue
-            if copying:
+            rows = [_resolved(row) for row in rows]
+            if dialect == "postgresql" and len(rows) >= COPY_FROM:
                 copy_rows(session, model.__table__, rows)
-            else:  # below the ORM's bulk INSERT, whose bookkeeping these rows do not need
+            elif rows:  # below the ORM's bulk INSERT, whose bookkeeping these rows do not need
                 session.connection().execute(insert(model.__table__), rows)
         self._rows.clear()
+
+
+_BOUND = "jantar.inserts"      # session.info key of the bound Inserts
+_TICKET = "_ticket"            # a row's ticket object, whose id is read at write
+# Below this many rows, an executemany (one multi-row INSERT) costs PostgreSQL no more
+# than a COPY, whose own statement and setup a record's handful of rows do not repay.
+COPY_FROM = 50
+
+
+def bound_inserts(session: Session) -> Inserts | None:
+    """The Inserts of an `Inserts.bound` block open on SESSION, or None."""
+    return session.info.get(_BOUND)
+
+
+def _resolved(row: dict) -> dict:
+    if _TICKET not in row:
+        return row
+    values = {k: v for k, v in row.items() if k != _TICKET}
+    values["ticket_id"] = row[_TICKET].id
+    return values
 
 
 def copy_rows(session: Session, table, rows: list[dict]) -> None:
@@ -197,11 +240,13 @@ def client_for_address(session: Session, address: str) -> Client | None:
     domain = domain_of(address)
     if not domain:
         return None
+    # The domains alone, not every active client as an object: a new ticket asks this,
+    # and the clients' rows, loaded whole, cost more than the query.
     with reading(session, Client):
-        clients = session.scalars(select(Client).where(Client.active)).all()
-    for client in clients:
-        if any(domain == d or domain.endswith("." + d) for d in client.domains):
-            return client
+        domains = session.execute(select(Client.id, Client.domains).where(Client.active)).all()
+        for client_id, names in domains:
+            if any(domain == d or domain.endswith("." + d) for d in names or ()):
+                return session.get(Client, client_id)
     return None
 
 
@@ -212,7 +257,11 @@ def technician_for_address(session: Session, address: str) -> Technician | None:
 
 
 def record_event(session: Session, ticket: Ticket, action: str, now: datetime,
-                 actor: str = "system", **detail) -> Event:
+                 actor: str = "system", **detail) -> Event | dict:
+    """An audit event on TICKET: an ORM object, or a row of the session's bound Inserts."""
+    rows = bound_inserts(session)
+    if rows is not None:
+        return rows.event(ticket, action, now, actor, **detail)
     event = Event(ticket=ticket, at=now, actor=actor, action=action, detail=detail)
     session.add(event)
     return event
@@ -260,7 +309,8 @@ def open_ticket(session: Session, config: Config, mail: ParsedMail, *, channel: 
     for address in mail.cc:
         if address not in config.own_addresses:
             add_participant(session, ticket, address)
-    session.flush()
+    # Not flushed here: routing still sets the ticket's tier and clocks, so its row is
+    # inserted once, complete, by the record's flush (what needs its id reads it then).
     record_event(session, ticket, "created", now, actor=mail.from_email or "system",
                  channel=channel, mailbox=mailbox, client=client.name if client else None)
     return ticket
@@ -339,6 +389,8 @@ def move_message(session: Session, message: Message, target: Ticket, now: dateti
     target.message_count = (target.message_count or 0) + 1
     source.updated_at = target.updated_at = now
     if message.raw_id is not None:
+        if target.id is None:
+            session.flush()  # a ticket just opened (a split) gets its id: the raw record names it
         raw = session.get(RawMessage, message.raw_id)
         raw.ticket_id = target.id
     refresh_held(source)

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import jinja2
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from daemon import cli
 from daemon import config as config_module
@@ -233,9 +233,6 @@ def test_a_mail_queued_as_plain_rows_is_stored_as_through_the_orm(store, relay_c
         rows, pending = Inserts(), set(session.new)
         plain = enqueue(session, config, ticket=ticket, into=rows, **fields)["message_id"]
         assert len(rows) == 2 and set(session.new) == pending  # the mail and its copy, as rows
-        with pytest.raises(ValueError):
-            enqueue(session, config, ticket=ticket, into=Inserts(), **fields,
-                    attachments=[OutgoingAttachment("a.pdf", "application/pdf", b"%PDF")])
         record_event(session, ticket, "sla_warning", NOW, clock="first_response", to=[CUSTOMER])
         rows.event(ticket, "sla_warning", NOW, clock="first_response", to=[CUSTOMER])
         rows.write(session)
@@ -257,6 +254,59 @@ def test_a_mail_queued_as_plain_rows_is_stored_as_through_the_orm(store, relay_c
         orm_event, plain_event = [e for e in ticket.events if e.action == "sla_warning"]
         assert columns(orm_event) == columns(plain_event)
         assert plain_event.detail == {"clock": "first_response", "to": [CUSTOMER]}
+
+
+def test_a_mail_with_files_is_an_orm_row_after_the_rows_queued_before_it(store, relay_config):
+    # A copy with files needs its id for its attachments: enqueue writes the rows queued
+    # so far, then adds the mail through the ORM, so the ticket's messages keep the order
+    # they were queued in.
+    config = relay_config()
+    number = open_ticket(store)
+    fields = {"kind": "relay", "now": NOW, "to": [CUSTOMER], "text": "Proszę.\n"}
+    with store.transaction() as session:
+        ticket = session.scalar(select(Ticket).where(Ticket.number == number))
+        rows = Inserts()
+        first = enqueue(session, config, ticket=ticket, into=rows, subject="first", **fields)
+        second = enqueue(session, config, ticket=ticket, into=rows, subject="second", **fields,
+                         attachments=[OutgoingAttachment("a.pdf", "application/pdf", b"%PDF")])
+        assert isinstance(first, dict) and isinstance(second, OutboxMail)
+        assert len(rows) == 0  # the first mail's rows are in the store already
+        third = enqueue(session, config, ticket=ticket, into=rows, subject="third", **fields)
+        rows.write(session)
+    with store.transaction() as session:
+        ticket = session.scalar(select(Ticket).where(Ticket.number == number))
+        assert [m.message_id for m in ticket.messages] == \
+            [first["message_id"], second.message_id, third["message_id"]]
+        assert [a.filename for a in ticket.messages[1].attachments] == ["a.pdf"]
+        assert ticket.message_count == 3
+
+
+def test_a_bound_block_collects_events_and_mail_as_rows_and_drops_them_on_error(store,
+                                                                                 relay_config):
+    config = relay_config()
+    number = open_ticket(store)
+    fields = {"kind": "relay", "now": NOW, "to": [CUSTOMER], "subject": "Odp.", "text": "Tak.\n"}
+    with store.transaction() as session:
+        ticket = session.scalar(select(Ticket).where(Ticket.number == number))
+        with Inserts.bound(session) as rows:
+            assert isinstance(record_event(session, ticket, "first", NOW), dict)
+            assert isinstance(enqueue(session, config, ticket=ticket, **fields), dict)
+            assert len(rows) == 3 and not session.new  # event, mail, copy: nothing in the ORM
+            with pytest.raises(RuntimeError):
+                with Inserts.bound(session):
+                    pass
+        assert isinstance(record_event(session, ticket, "after", NOW), Event)  # unbound again
+    with pytest.raises(LookupError):
+        with store.transaction() as session:
+            ticket = session.scalar(select(Ticket).where(Ticket.number == number))
+            with Inserts.bound(session):
+                record_event(session, ticket, "lost", NOW)
+                raise LookupError
+    with store.transaction() as session:
+        ticket = session.scalar(select(Ticket).where(Ticket.number == number))
+        assert [e.action for e in ticket.events] == ["first", "after"]
+        assert session.scalar(select(func.count(OutboxMail.id))) == 1
+        assert ticket.message_count == 1
 
 
 # -- Maildir, the embedded default -----------------------------------------------------------

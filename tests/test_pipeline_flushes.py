@@ -52,20 +52,51 @@ def _process(desk, raw: bytes, flushes: dict) -> list[int]:
     return list(flushes.values())
 
 
-def test_a_new_ticket_flushes_twice_and_a_reply_once(desk, flushes):
-    """A new problem: the ticket's own flush (its id goes on the queued mail) and the
-    commit's; a reply: only the commit's. Each flush used to come after every query."""
-    assert _process(desk, make_mail(message_id="<first@bursztyn.pl>"), flushes) == [2]
+@pytest.fixture
+def statements(desk):
+    """The INSERT and UPDATE statements the store runs while the test runs, by table."""
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, _parameters, _context, _executemany):
+        words = re.match(r"\s*(INSERT INTO|UPDATE)\s+\"?(\w+)", statement)
+        if words:
+            seen.append(f"{words.group(1).split()[0]} {words.group(2)}")
+
+    engine = desk.store.engine
+    event.listen(engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_new_ticket_and_a_reply_each_flush_once(desk, flushes, statements):
+    """One flush per record, at the end: a new ticket's row is inserted once, complete
+    with its routing and clocks, and its events and queued mail follow as one INSERT per
+    table (daemon.tickets.Inserts). Each flush used to come after every query, and a new
+    ticket used to flush itself early, then update its own row."""
+    assert _process(desk, make_mail(message_id="<first@bursztyn.pl>"), flushes) == [1]
+    assert statements.count("INSERT tickets") == 1 and "UPDATE tickets" not in statements
+    assert statements.count("INSERT events") == 1  # created, routed, coordinator_notified
+    assert statements.count("INSERT outbox") == 1  # the acknowledgement and the notice
     number = desk.tickets()[0]["number"]
+    with desk.store.transaction() as session:
+        ticket = session.scalar(select(Ticket).where(Ticket.number == number))
+        assert [e.action for e in ticket.events] == ["created", "routed",
+                                                     "coordinator_notified"]
+        assert ticket.tier == "L1" and ticket.first_response_due is not None
+        assert [m.direction for m in ticket.messages] == ["in", "out", "out"]
+        assert [o.kind for o in session.scalars(select(OutboxMail).order_by(OutboxMail.id))] \
+            == ["ack", "coordinator_new"]
     reply = make_mail(subject=f"Re: [#{number}] Drukarka", message_id="<second@bursztyn.pl>",
                       in_reply_to="<first@bursztyn.pl>", references="<first@bursztyn.pl>")
     assert _process(desk, reply, flushes) == [1]
     ticket = _ticket(desk, number)
     assert ticket.message_count == 5  # two in; the acknowledgement, notice and forward out
     with desk.store.transaction() as session:
-        assert [r.status for r in session.scalars(select(RawMessage).order_by(RawMessage.id))] \
-            == ["processed", "processed"]
+        raws = list(session.scalars(select(RawMessage).order_by(RawMessage.id)))
+        ticket = session.scalar(select(Ticket).where(Ticket.number == number))
+        assert [(r.status, r.ticket_id) for r in raws] == [("processed", ticket.id)] * 2
         assert session.scalar(select(func.count(OutboxMail.id))) == 3  # ack, notice, forward
+        assert [e.action for e in ticket.events][-1] == "message_added"
 
 
 def test_a_duplicate_is_still_found_when_saved_twice(desk):

@@ -23,7 +23,7 @@ from daemon.outbound.config import outbound_config
 from daemon.parse import ParsedAttachment, ParsedMail
 from daemon.rules.classify import LOOP_HEADER
 from daemon.store.models import OutboxMail, Ticket
-from daemon.tickets import Inserts, append_message
+from daemon.tickets import Inserts, append_message, bound_inserts
 
 LINE_BREAKS_RE = re.compile(r"[\r\n\x00]+")
 # local@domain without spaces or the characters that separate or quote addresses.
@@ -56,8 +56,9 @@ def enqueue(session: Session, config: Config, *, kind: str, now: datetime,
 
     The row is written when the session flushes (at the latest with the caller's
     commit): a sweep or a pipeline step that queues many mails writes them together.
-    With INTO (daemon.tickets.Inserts: a stored ticket, no attachments) the row and the
-    ticket's copy are added there as plain values instead, and those values returned.
+    With INTO, or in a block where an Inserts is bound to the session (a pipeline
+    record), the row and the ticket's copy are added there as plain values instead, and
+    those values returned; a mail with attachments is still an ORM row.
 
     - From: `from_name <from_address>`; from_address defaults to the ticket's mailbox,
       else the first configured mailbox. The envelope sender is the same address.
@@ -93,17 +94,23 @@ def enqueue(session: Session, config: Config, *, kind: str, now: datetime,
     values = dict(kind=kind, mail_from=sender, recipients=envelope_recipients(to, cc),
                   subject=subject, message_id=message_id, raw=raw, status="pending",
                   attempts=0, next_attempt_at=now, created_at=now)
-    if ticket is not None and ticket.id is None:
-        session.flush()
     copy = None
     if ticket is not None and record_on_ticket:
         copy = _copy(now=now, text=text, html=html, attachments=attachments,
                      sender=sender, name=name, to=to, cc=cc, reply_to=reply_to, subject=subject,
                      message_id=message_id, parent=parent, thread=thread)
+    into = into if into is not None else bound_inserts(session)
+    if into is not None and copy is not None and copy.attachments:
+        # A copy with files is an ORM Message (its attachments need its id). The rows
+        # queued so far are written first, so the ticket's messages keep their order.
+        into.write(session)
+        into = None
     if into is not None:
         if copy is not None:
             into.message(ticket, copy, kind=message_kind, direction="out", now=now)
-        return into.add(OutboxMail, ticket_id=ticket.id if ticket else None, **values)
+        return into.add(OutboxMail, ticket=ticket, **values)
+    if ticket is not None and ticket.id is None:
+        session.flush()
     row = OutboxMail(ticket_id=ticket.id if ticket else None, **values)
     if copy is not None:
         # append_message adds the Message to the session only after storing attachment

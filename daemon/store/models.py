@@ -72,6 +72,8 @@ class RawMessage(Base):
     # twice (the peak memory of ingesting it). `record.raw` reads and sets them as before;
     # they are loaded only when read.
     body: Mapped[RawBody] = relationship(cascade="all, delete-orphan", lazy="select")
+    # Filing sets the ticket, which may not be in the store yet: the flush inserts it first.
+    ticket: Mapped[Ticket | None] = relationship(lazy="select")
     raw: AssociationProxy[bytes] = association_proxy(
         "body", "data", creator=lambda data: RawBody(data=data))
 
