@@ -46,6 +46,9 @@ def reading(session: Session, *models: type) -> contextlib.AbstractContextManage
     return session.no_autoflush
 
 
+_NO_TICKET = object()  # Inserts.add: a row that names no ticket (not even NULL)
+
+
 class Inserts:
     """Rows added with one INSERT per table (an executemany) when `write` is called.
 
@@ -79,9 +82,11 @@ class Inserts:
         finally:
             del session.info[_BOUND]
 
-    def add(self, model: type, *, ticket: Ticket | None = None, **values) -> dict:
-        """A row of MODEL; with TICKET, its ticket_id is TICKET's id at `write`."""
-        if ticket is not None:
+    def add(self, model: type, *, ticket: Ticket | None | object = _NO_TICKET,
+            **values) -> dict:
+        """A row of MODEL; with TICKET, its ticket_id is TICKET's id at `write` (NULL for
+        None: every row of a table has the same columns, one executemany)."""
+        if ticket is not _NO_TICKET:
             values[_TICKET] = ticket
         self._rows.setdefault(model, []).append(values)
         return values
@@ -134,7 +139,7 @@ def _resolved(row: dict) -> dict:
     if _TICKET not in row:
         return row
     values = {k: v for k, v in row.items() if k != _TICKET}
-    values["ticket_id"] = row[_TICKET].id
+    values["ticket_id"] = row[_TICKET].id if row[_TICKET] is not None else None
     return values
 
 
