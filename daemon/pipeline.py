@@ -77,8 +77,9 @@ def parse(intake: Intake) -> None:
 
 
 def _raw_bytes(intake: Intake) -> bytes:
-    """The record's bytes: a lazy load of raw_bodies, which the claimed record's pending
-    bookkeeping cannot change (tickets.reading: no flush needed for it)."""
+    """The record's bytes: loaded with the claim; read lazily otherwise, from raw_bodies,
+    which the claimed record's pending bookkeeping cannot change (tickets.reading: no
+    flush needed for it)."""
     with reading(intake.session, RawBody):
         return intake.raw.raw
 
@@ -89,7 +90,7 @@ def deduplicate(intake: Intake) -> None:
     if existing is None:
         return
     intake.raw.status = "duplicate"
-    intake.raw.ticket_id = existing.ticket_id
+    intake.raw.ticket = existing.ticket
     intake.ticket = existing.ticket
     intake.done = True
     log.info("<%s> duplicate of a message on %s", intake.mail.message_id, existing.ticket.number)
@@ -202,8 +203,9 @@ class Pipeline:
         self.config, self.store, self.clock, self.steps = config, store, clock, steps
 
     def _claim(self, session: Session, raw_id: int | None) -> RawMessage | None:
-        # The bytes come with the record (parse reads them next): one query, not two.
-        query = (select(RawMessage).options(joinedload(RawMessage.body, innerjoin=True))
+        # The bytes come with the record (parse reads them next): one query, not two. An
+        # outer join: a record whose bytes are missing is still claimed, and quarantined.
+        query = (select(RawMessage).options(joinedload(RawMessage.body))
                  .where(RawMessage.status == "pending"))
         query = query.where(RawMessage.id == raw_id) if raw_id else query.order_by(RawMessage.id)
         if self.store.backend == "postgresql":

@@ -118,7 +118,7 @@ class Inserts:
             rows = [_resolved(row) for row in rows]
             if dialect == "postgresql" and len(rows) >= COPY_FROM:
                 copy_rows(session, model.__table__, rows)
-            elif rows:  # below the ORM's bulk INSERT, whose bookkeeping these rows do not need
+            else:  # below the ORM's bulk INSERT, whose bookkeeping these rows do not need
                 session.connection().execute(insert(model.__table__), rows)
         self._rows.clear()
 
@@ -394,9 +394,6 @@ def move_message(session: Session, message: Message, target: Ticket, now: dateti
     target.message_count = (target.message_count or 0) + 1
     source.updated_at = target.updated_at = now
     if message.raw_id is not None:
-        if target.id is None:
-            session.flush()  # a ticket just opened (a split) gets its id: the raw record names it
-        raw = session.get(RawMessage, message.raw_id)
-        raw.ticket_id = target.id
+        session.get(RawMessage, message.raw_id).ticket = target  # target may be unflushed
     refresh_held(source)
     return source

@@ -7,13 +7,13 @@ from email.message import EmailMessage
 from email.policy import SMTP
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from daemon.clock import Clock
 from daemon.ingest.intake import content_key, save_raw
 from daemon.parse import UnparseableMail, parse_mail
 from daemon.pipeline import Pipeline
-from daemon.store.models import Attachment, RawMessage
+from daemon.store.models import Attachment, RawBody, RawMessage
 from tests.mailfactory import make_mail
 
 MUTATIONS = 10_000
@@ -113,6 +113,20 @@ HOSTILE = {
 def test_hostile_mail_is_filed_or_quarantined_with_a_reason(desk, name):
     run_pipeline(desk.store, desk.config, [HOSTILE[name]])
     assert_every_record_accounted_for(desk.store)
+
+
+def test_a_record_whose_bytes_are_missing_is_quarantined_not_left_pending(desk):
+    # The claim loads the bytes with the record: a record without them must still be
+    # claimed (an outer join), and quarantined with its reason like any failure.
+    raw = make_mail(message_id="<no-bytes@bursztyn.pl>")
+    saved = save_raw(desk.store, channel="file", key=content_key(raw), raw=raw,
+                     now=Clock().now(), mailbox="sklep@jantar.pl")
+    with desk.store.transaction() as session:
+        session.execute(delete(RawBody).where(RawBody.raw_id == saved.raw_id))
+    assert Pipeline(desk.config, desk.store, Clock()).process_pending() == {"quarantined": 1}
+    with desk.store.transaction() as session:
+        record = session.get(RawMessage, saved.raw_id)
+        assert record.status == "quarantined" and record.reason
 
 
 def test_attachment_names_never_carry_paths(desk):
