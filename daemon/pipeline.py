@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, joinedload
 
@@ -195,6 +195,23 @@ STEPS: tuple[Step, ...] = (parse, deduplicate, classify, pbx_report, thread,
                            finish)
 
 
+def _claim_query(*, locking: bool, by_id: bool):
+    # The bytes come with the record (parse reads them next): one query, not two. An
+    # outer join: a record whose bytes are missing is still claimed, and quarantined.
+    query = (select(RawMessage).options(joinedload(RawMessage.body))
+             .where(RawMessage.status == "pending"))
+    query = (query.where(RawMessage.id == bindparam("raw_id")) if by_id
+             else query.order_by(RawMessage.id))
+    if locking:  # PostgreSQL: another process skips the record this one holds
+        query = query.with_for_update(skip_locked=True, of=RawMessage)
+    return query.limit(1)
+
+
+# Built once: building the statement and its cache key cost as much as running it.
+_CLAIM = {(locking, by_id): _claim_query(locking=locking, by_id=by_id)
+          for locking in (False, True) for by_id in (False, True)}
+
+
 class Pipeline:
     """Claims pending raw records and runs the steps on each, one transaction per record."""
 
@@ -203,14 +220,8 @@ class Pipeline:
         self.config, self.store, self.clock, self.steps = config, store, clock, steps
 
     def _claim(self, session: Session, raw_id: int | None) -> RawMessage | None:
-        # The bytes come with the record (parse reads them next): one query, not two. An
-        # outer join: a record whose bytes are missing is still claimed, and quarantined.
-        query = (select(RawMessage).options(joinedload(RawMessage.body))
-                 .where(RawMessage.status == "pending"))
-        query = query.where(RawMessage.id == raw_id) if raw_id else query.order_by(RawMessage.id)
-        if self.store.backend == "postgresql":
-            query = query.with_for_update(skip_locked=True, of=RawMessage)
-        return session.scalar(query.limit(1))
+        query = _CLAIM[self.store.backend == "postgresql", raw_id is not None]
+        return session.scalar(query, {"raw_id": raw_id} if raw_id is not None else None)
 
     def _run_steps(self, raw_id: int | None, claimed: list[int]) -> str | None:
         with self.store.transaction() as session:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from collections.abc import Iterator
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -21,10 +22,23 @@ def _insert_ignore(executor: Session | Connection, model, values: dict) -> None:
     """INSERT … ON CONFLICT DO NOTHING on either backend (blob and counter rows), through a
     session or a connection of its own."""
     bind = executor.get_bind() if isinstance(executor, Session) else executor
-    dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
     # VALUES as execution parameters: a cached compiled statement keeps the statement it
     # was compiled from, and with .values() a blob's bytes with it.
-    executor.execute(dialect.insert(model).on_conflict_do_nothing(), values)
+    executor.execute(_insert_ignoring(bind.dialect.name, model), values)
+
+
+@functools.cache
+def _insert_ignoring(backend: str, model):
+    """The INSERT … ON CONFLICT DO NOTHING of MODEL, built once per backend (building a
+    statement and its cache key costs about as much as running it)."""
+    dialect = postgresql if backend == "postgresql" else sqlite
+    return dialect.insert(model).on_conflict_do_nothing()
+
+
+@functools.cache
+def _insert(table):
+    """The plain INSERT into TABLE, built once: rows come as execution parameters."""
+    return insert(table)
 
 
 def reading(session: Session, *models: type) -> contextlib.AbstractContextManager:
@@ -106,6 +120,10 @@ class Inserts:
         return self.add(Message, ticket=ticket,
                         **_message_values(mail, kind=kind, direction=direction, now=now))
 
+    def pending(self, model: type) -> list[dict]:
+        """The rows of MODEL added and not yet written."""
+        return self._rows.get(model, [])
+
     def __len__(self) -> int:
         return sum(map(len, self._rows.values()))
 
@@ -119,7 +137,7 @@ class Inserts:
             if dialect == "postgresql" and len(rows) >= COPY_FROM:
                 copy_rows(session, model.__table__, rows)
             else:  # below the ORM's bulk INSERT, whose bookkeeping these rows do not need
-                session.connection().execute(insert(model.__table__), rows)
+                session.connection().execute(_insert(model.__table__), rows)
         self._rows.clear()
 
 
@@ -227,13 +245,20 @@ def next_number(session: Session, prefix: str) -> str:
 def _increment(executor: Session | Connection, prefix: str) -> int:
     # The row exists after a prefix's first ticket: try the increment first, and create
     # the row (then increment it) only when it is missing.
-    increment = (update(TicketCounter.__table__).where(TicketCounter.prefix == prefix)
-                 .values(value=TicketCounter.value + 1).returning(TicketCounter.value))
-    value = executor.execute(increment).scalar_one_or_none()
+    value = executor.execute(_INCREMENT, {"counter_prefix": prefix}).scalar_one_or_none()
     if value is None:
         _insert_ignore(executor, TicketCounter, {"prefix": prefix, "value": 0})
-        value = executor.execute(increment).scalar_one()
+        value = executor.execute(_INCREMENT, {"counter_prefix": prefix}).scalar_one()
     return value
+
+
+# The statements every record runs, built once with their parameters bound at execution:
+# building a statement and its cache key costs about as much as the query itself.
+_INCREMENT = (update(TicketCounter.__table__).where(TicketCounter.prefix == bindparam("counter_prefix"))
+              .values(value=TicketCounter.value + 1).returning(TicketCounter.value))
+_CLIENT_DOMAINS = select(Client.id, Client.domains).where(Client.active)
+_TECHNICIAN = select(Technician).where(Technician.email == bindparam("email"), Technician.active)
+_MESSAGE_BY_ID = select(Message).where(Message.message_id == bindparam("message_id"))
 
 
 def domain_of(address: str) -> str:
@@ -248,7 +273,7 @@ def client_for_address(session: Session, address: str) -> Client | None:
     # The domains alone, not every active client as an object: a new ticket asks this,
     # and the clients' rows, loaded whole, cost more than the query.
     with reading(session, Client):
-        domains = session.execute(select(Client.id, Client.domains).where(Client.active)).all()
+        domains = session.execute(_CLIENT_DOMAINS).all()
         for client_id, names in domains:
             if any(domain == d or domain.endswith("." + d) for d in names or ()):
                 return session.get(Client, client_id)
@@ -257,8 +282,7 @@ def client_for_address(session: Session, address: str) -> Client | None:
 
 def technician_for_address(session: Session, address: str) -> Technician | None:
     with reading(session, Technician):
-        return session.scalar(select(Technician).where(Technician.email == address.lower(),
-                                                       Technician.active))
+        return session.scalar(_TECHNICIAN, {"email": address.lower()})
 
 
 def record_event(session: Session, ticket: Ticket, action: str, now: datetime,
@@ -374,7 +398,7 @@ def message_by_message_id(session: Session, message_id: str | None) -> Message |
     if not message_id:
         return None
     with reading(session, Message):
-        return session.scalar(select(Message).where(Message.message_id == message_id))
+        return session.scalar(_MESSAGE_BY_ID, {"message_id": message_id})
 
 
 def count_tickets(session: Session) -> int:

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from daemon.parse import ParsedMail
@@ -36,13 +36,17 @@ def tagged_number(subject: str, prefix: str) -> str | None:
     return f"{prefix}-{int(match.group(1))}" if match else None
 
 
+# Built once, its list bound at execution (see daemon/tickets.py).
+_REFERENCED = select(Message.message_id, Message.ticket_id).where(
+    Message.message_id.in_(bindparam("ids", expanding=True)))
+
+
 def referenced_ticket(session: Session, mail: ParsedMail) -> Ticket | None:
     """The ticket holding the newest message this mail replies to or references."""
     ids = list(dict.fromkeys([*mail.in_reply_to, *reversed(mail.references)]))[:100]
     if not ids:
         return None
-    rows = session.execute(select(Message.message_id, Message.ticket_id)
-                           .where(Message.message_id.in_(ids))).all()
+    rows = session.execute(_REFERENCED, {"ids": ids}).all()
     by_id = {message_id: ticket_id for message_id, ticket_id in rows}
     for message_id in ids:
         if message_id in by_id:
