@@ -10,7 +10,7 @@ import logging
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from daemon.config import Config
@@ -25,24 +25,35 @@ from daemon.ratings import rating_links
 from daemon.rules.sla import follow_status, refresh_clocks
 from daemon.rules.threading import ThreadMatch, tag_pattern
 from daemon.store.models import AutoReplyLog, Blob, Event, Message, RawMessage, Technician, Ticket
-from daemon.tickets import (Inserts, add_participant, move_message, open_ticket, reading,
-                            record_event, refresh_held)
+from daemon.tickets import (Inserts, add_participant, bound_inserts, move_message, open_ticket,
+                            reading, record_event, refresh_held)
 
 log = logging.getLogger(__name__)
 BRAND = "Jantar Helpdesk"
 
 
 # -- loop protection -------------------------------------------------------------------
+_AUTO_REPLIES = select(func.count(AutoReplyLog.id)).where(  # built once: see tickets.py
+    AutoReplyLog.address == bindparam("address"), AutoReplyLog.sent_at > bindparam("since"))
+
+
 def may_auto_reply(session: Session, config: Config, address: str, now: datetime) -> bool:
     """Count an automatic mail to ADDRESS, unless the hourly limit is reached (then False)."""
     address = address.lower()
+    rows = bound_inserts(session)
+    since = now - timedelta(hours=1)
     with reading(session, AutoReplyLog):  # a pending entry is flushed first, and counted
-        sent = session.scalar(select(func.count(AutoReplyLog.id)).where(
-            AutoReplyLog.address == address, AutoReplyLog.sent_at > now - timedelta(hours=1)))
+        sent = session.scalar(_AUTO_REPLIES, {"address": address, "since": since})
+    if rows is not None:  # and the entries of this record not yet written
+        sent += sum(1 for row in rows.pending(AutoReplyLog)
+                    if row["address"] == address and row["sent_at"] > since)
     if sent >= outbound_config(config).auto_reply_limit_per_hour:
         log.warning("<%s> automatic mail suppressed: %d in the last hour", address, sent)
         return False
-    session.add(AutoReplyLog(address=address, sent_at=now))
+    if rows is not None:  # a row written with the record's other rows: no ORM object to flush
+        rows.add(AutoReplyLog, address=address, sent_at=now)
+    else:
+        session.add(AutoReplyLog(address=address, sent_at=now))
     return True
 
 

@@ -8,6 +8,7 @@ down and prove the guard still flushes whenever a pending row could change an an
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from email import message_from_bytes
 
 import pytest
@@ -20,7 +21,7 @@ from daemon.ingest.intake import content_key, save_raw
 from daemon.pipeline import Pipeline
 from daemon.store.models import (AutoReplyLog, Message, OutboxMail, RawMessage, Ticket,
                                  TicketCounter)
-from daemon.tickets import message_by_message_id, next_number, reading
+from daemon.tickets import Inserts, message_by_message_id, next_number, reading
 from tests.conftest import NOW
 from tests.mailfactory import make_mail
 
@@ -128,6 +129,26 @@ def test_a_pending_auto_reply_entry_counts_towards_the_limit(make_config, db_url
         assert not may_auto_reply(session, config, "jan.nowak@bursztyn.pl", NOW)
     with store.transaction() as session:
         assert session.scalar(select(func.count(AutoReplyLog.id))) == 1
+
+
+def test_a_record_s_auto_reply_entry_is_a_row_and_counts_before_it_is_written(
+        make_config, db_url, store):
+    """In a record's transaction (an Inserts block) the entry is a row, not an ORM object;
+    a second automatic mail in the same record still sees it, and an entry older than an
+    hour does not count."""
+    config = make_config(db_url, outbound={"auto_reply_limit_per_hour": 2})
+    with store.transaction() as session, Inserts.bound(session) as rows:
+        rows.add(AutoReplyLog, address="jan.nowak@bursztyn.pl", sent_at=NOW - timedelta(hours=2))
+        assert may_auto_reply(session, config, "jan.nowak@bursztyn.pl", NOW)
+        assert may_auto_reply(session, config, "ewa@bursztyn.pl", NOW)
+        assert not any(isinstance(o, AutoReplyLog) for o in session.new)
+        assert len(rows.pending(AutoReplyLog)) == 3
+        assert may_auto_reply(session, config, "jan.nowak@bursztyn.pl", NOW)
+        assert not may_auto_reply(session, config, "Jan.Nowak@bursztyn.pl", NOW)
+    with store.transaction() as session:
+        written = session.execute(select(AutoReplyLog.address, func.count())
+                                  .group_by(AutoReplyLog.address)).all()
+        assert sorted(written) == [("ewa@bursztyn.pl", 1), ("jan.nowak@bursztyn.pl", 3)]
 
 
 def test_reading_skips_the_flush_only_when_nothing_it_reads_is_pending(desk):
