@@ -4,6 +4,7 @@ from __future__ import annotations
 import mailbox
 import os
 from collections.abc import Iterator
+from typing import BinaryIO
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +43,54 @@ def _from_maildir(path: Path) -> Iterator[FileMail]:
 
 
 def _from_mbox(path: Path) -> Iterator[FileMail]:
-    box = mailbox.mbox(str(path), factory=None, create=False)
-    try:
-        for index, key in enumerate(box.iterkeys()):
-            yield FileMail(f"{path}#{index + 1}", box.get_bytes(key))
-    finally:
-        box.close()
+    with path.open("rb") as handle:
+        for index, raw in enumerate(mbox_messages(handle)):
+            yield FileMail(f"{path}#{index + 1}", raw)
+
+
+def mbox_messages(handle: BinaryIO, block: int = 1 << 20) -> Iterator[bytes]:
+    """The messages of an mbox file, each as `mailbox.mbox(...).get_bytes` returns it.
+
+    A message starts at a line beginning with "From " and runs to the next such line;
+    the From_ line is not part of it, nor is the empty line before the next one. What
+    comes before the first From_ line is not a message. The standard library first
+    indexes the whole file line by line (4 s of CPU for a 227 MB mbox here, as much as
+    parsing its 5,000 mails); this reads it in blocks and finds the From_ lines with
+    `bytes.find`, holding one message and one block at a time.
+    """
+    buffer = bytearray()
+    head = 0        # where the segment being read starts: a From_ line, or the preamble
+    first = True    # the segment being read is the file's first: it may be a preamble
+    search = 0      # where the next "\nFrom " may start
+    while True:
+        found = buffer.find(b"\nFrom ", search)
+        if found < 0:
+            more = handle.read(block)
+            if not more:
+                break
+            del buffer[:head]  # what is yielded; the segment being read stays
+            head = 0
+            search = max(len(buffer) - len(b"From "), 0)  # "\nFrom " across two blocks
+            buffer += more
+            continue
+        if not first or buffer.startswith(b"From "):
+            yield _mbox_message(buffer, head, found + 1)
+        head = search = found + 1
+        first = False
+    if not first or buffer.startswith(b"From "):
+        yield _mbox_message(buffer, head, len(buffer))
+
+
+def _mbox_message(buffer: bytearray, start: int, end: int) -> bytes:
+    """The message whose From_ line starts at START and whose last line ends at END."""
+    newline = buffer.find(b"\n", start, end)
+    body = end if newline < 0 else newline + 1
+    # mailbox.mbox leaves out the last line when it is empty: the separator before the
+    # next From_ line (or the end of the file).
+    if end > body and buffer[end - 1] == 0x0A and (end - 1 == body or buffer[end - 2] == 0x0A):
+        end -= 1
+    with memoryview(buffer) as view:
+        return bytes(view[body:end])
 
 
 def _from_folder(path: Path) -> Iterator[FileMail]:
