@@ -54,9 +54,9 @@ def mbox_messages(handle: BinaryIO, block: int = 1 << 20) -> Iterator[bytes]:
     A message starts at a line beginning with "From " and runs to the next such line;
     the From_ line is not part of it, nor is the empty line before the next one. What
     comes before the first From_ line is not a message. The standard library first
-    indexes the whole file line by line (4 s of CPU for a 227 MB mbox here, as much as
-    parsing its 5,000 mails); this reads it in blocks and finds the From_ lines with
-    `bytes.find`, holding one message and one block at a time.
+    indexes the whole file line by line (3.8 s of CPU for a 227 MB mbox here, a quarter of
+    saving its 5,000 mails); this reads it in blocks and finds the From_ lines with
+    `bytes.find` (0.9 s), holding one message and one block at a time.
     """
     buffer = bytearray()
     head = 0        # where the segment being read starts: a From_ line, or the preamble
