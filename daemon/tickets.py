@@ -254,7 +254,8 @@ def _increment(executor: Session | Connection, prefix: str) -> int:
 
 # The statements every record runs, built once with their parameters bound at execution:
 # building a statement and its cache key costs about as much as the query itself.
-_INCREMENT = (update(TicketCounter.__table__).where(TicketCounter.prefix == bindparam("counter_prefix"))
+_INCREMENT = (update(TicketCounter.__table__)  # "prefix" is the column's own parameter name
+              .where(TicketCounter.prefix == bindparam("counter_prefix"))
               .values(value=TicketCounter.value + 1).returning(TicketCounter.value))
 _CLIENT_DOMAINS = select(Client.id, Client.domains).where(Client.active)
 _TECHNICIAN = select(Technician).where(Technician.email == bindparam("email"), Technician.active)

@@ -15,7 +15,8 @@ from daemon.ingest.files import mbox_messages, read_mail
 EDGE_CASES = {
     "empty file": b"",
     "only a preamble": b"no From_ line here\n",
-    "a preamble, then mail": b"preamble\n\nFrom a@b.pl Mon Jan  1 00:00:00 2026\nSubject: x\n\nbody\n",
+    "a preamble, then mail":
+        b"preamble\n\nFrom a@b.pl Mon Jan  1 00:00:00 2026\nSubject: x\n\nbody\n",
     "a blank first line": b"\nFrom a@b.pl Mon Jan  1 00:00:00 2026\nSubject: x\n\nbody\n\n",
     "one mail, a blank line at the end": b"From a Mon\nSubject: x\n\nbody\n\n",
     "one mail, no blank line at the end": b"From a Mon\nSubject: x\n\nbody\n",

@@ -4,9 +4,9 @@ from __future__ import annotations
 import mailbox
 import os
 from collections.abc import Iterator
-from typing import BinaryIO
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from daemon.ingest.intake import content_key
 
