@@ -169,13 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     result["statements_alone_us_per_record"] = {
         way: round(statements * cost, 1) for way, cost in result["lookup_us"].items()}
     path = save_result("statement_cost", result)
+    lookup, write, txn = result["lookup_us"], result["write_us"], result["transaction_us"]
     print("| way | lookup us | row written us | transaction us |")
     print("|---|---|---|---|")
-    for way in ("orm_built_each_call", "orm_built_once", "core_built_once", "dbapi"):
-        write = result["write_us"].get({"orm_built_each_call": "orm_object_flushed"}.get(way, way))
-        txn = result["transaction_us"].get({"core_built_once": "store_transaction"}.get(way, way))
-        print(f"| {way} | {result['lookup_us'][way]} | {write if write is not None else '-'} "
-              f"| {txn if txn is not None else '-'} |")
+    print(f"| ORM, built at each call | {lookup['orm_built_each_call']} | "
+          f"{write['orm_object_flushed']} | - |")
+    print(f"| ORM, built once | {lookup['orm_built_once']} | - | - |")
+    print(f"| Core, built once | {lookup['core_built_once']} | {write['core_built_once']} | "
+          f"{txn['store_transaction']} |")
+    print(f"| DB-API | {lookup['dbapi']} | {write['dbapi']} | {txn['dbapi']} |")
     p = result["pipeline"]
     print(f"pipeline: {p['statements_per_record']} statements and {p['commits_per_record']} "
           f"commits a record, {p['cpu_us_per_record']} us of CPU a record "

@@ -87,7 +87,8 @@ def _mbox_message(buffer: bytearray, start: int, end: int) -> bytes:
     body = end if newline < 0 else newline + 1
     # mailbox.mbox leaves out the last line when it is empty: the separator before the
     # next From_ line (or the end of the file).
-    if end > body and buffer[end - 1] == 0x0A and (end - 1 == body or buffer[end - 2] == 0x0A):
+    # (The From_ line's own newline may be the first of the two.)
+    if end > body and buffer.startswith(b"\n\n", end - 2):
         end -= 1
     with memoryview(buffer) as view:
         return bytes(view[body:end])
