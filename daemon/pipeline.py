@@ -28,8 +28,8 @@ from daemon.rules.routing import route_new_ticket
 from daemon.rules.threading import ThreadMatch, find_thread
 from daemon.store import Store
 from daemon.store.models import Client, Message, RawBody, RawMessage, Ticket
-from daemon.tickets import (Inserts, add_participant, append_message, message_by_message_id,
-                            open_ticket, reading, record_event, technician_for_address)
+from daemon.tickets import (Inserts, add_participant, append_message, is_technician,
+                            open_ticket, reading, record_event, ticket_of_message_id)
 
 log = logging.getLogger(__name__)
 
@@ -86,19 +86,18 @@ def _raw_bytes(intake: Intake) -> bytes:
 
 def deduplicate(intake: Intake) -> None:
     """The same Message-ID delivered twice or to two mailboxes is one message."""
-    existing = message_by_message_id(intake.session, intake.mail.message_id)
-    if existing is None:
+    ticket = ticket_of_message_id(intake.session, intake.mail.message_id)
+    if ticket is None:
         return
     intake.raw.status = "duplicate"
-    intake.raw.ticket = existing.ticket
-    intake.ticket = existing.ticket
+    intake.raw.ticket = intake.ticket = ticket
     intake.done = True
-    log.info("<%s> duplicate of a message on %s", intake.mail.message_id, existing.ticket.number)
+    log.info("<%s> duplicate of a message on %s", intake.mail.message_id, ticket.number)
 
 
 def classify(intake: Intake) -> None:
     intake.automatic = automatic_reason(intake.mail, intake.config)
-    if technician_for_address(intake.session, intake.mail.from_email):
+    if is_technician(intake.session, intake.mail.from_email):
         intake.kind = "technician"
     elif intake.automatic:
         intake.kind = "auto"

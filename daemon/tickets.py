@@ -258,8 +258,13 @@ _INCREMENT = (update(TicketCounter.__table__)  # "prefix" is the column's own pa
               .where(TicketCounter.prefix == bindparam("counter_prefix"))
               .values(value=TicketCounter.value + 1).returning(TicketCounter.value))
 _CLIENT_DOMAINS = select(Client.id, Client.domains).where(Client.active)
-_TECHNICIAN = select(Technician).where(Technician.email == bindparam("email"), Technician.active)
-_MESSAGE_BY_ID = select(Message).where(Message.message_id == bindparam("message_id"))
+# Columns, not objects: the callers ask whether a row exists, or which ticket it is on,
+# and loading an ORM object (its identity, its state) costs more than the query. Still
+# ORM attributes, so the session autoflushes for them where `reading` lets it.
+_TECHNICIAN = (select(Technician.id).where(Technician.email == bindparam("email"),
+                                           Technician.active).limit(1))
+_MESSAGE_TICKET = (select(Message.ticket_id)
+                   .where(Message.message_id == bindparam("message_id")).limit(1))
 
 
 def domain_of(address: str) -> str:
@@ -281,9 +286,10 @@ def client_for_address(session: Session, address: str) -> Client | None:
     return None
 
 
-def technician_for_address(session: Session, address: str) -> Technician | None:
+def is_technician(session: Session, address: str) -> bool:
+    """Whether ADDRESS is an active technician's (or coordinator's)."""
     with reading(session, Technician):
-        return session.scalar(_TECHNICIAN, {"email": address.lower()})
+        return session.scalar(_TECHNICIAN, {"email": address.lower()}) is not None
 
 
 def record_event(session: Session, ticket: Ticket, action: str, now: datetime,
@@ -313,7 +319,7 @@ def is_tied(session: Session, ticket: Ticket, address: str) -> bool:
     if address == ticket.requester_email or any(p.email == address
                                                 for p in participants_of(session, ticket)):
         return True
-    if technician_for_address(session, address):
+    if is_technician(session, address):
         return True
     domain = domain_of(address)
     return bool(ticket.client and domain and
@@ -395,11 +401,13 @@ def _counted(ticket: Ticket, now: datetime, held: bool = False) -> None:
         ticket.held = True
 
 
-def message_by_message_id(session: Session, message_id: str | None) -> Message | None:
+def ticket_of_message_id(session: Session, message_id: str | None) -> Ticket | None:
+    """The ticket a message of MESSAGE_ID is on, if the store holds one."""
     if not message_id:
         return None
     with reading(session, Message):
-        return session.scalar(_MESSAGE_BY_ID, {"message_id": message_id})
+        ticket_id = session.scalar(_MESSAGE_TICKET, {"message_id": message_id})
+    return session.get(Ticket, ticket_id) if ticket_id is not None else None
 
 
 def count_tickets(session: Session) -> int:
