@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from daemon.config import Config
+from daemon.config import Config, derived
 from daemon.parse import ParsedAttachment, ParsedMail
 from daemon.store.models import (Attachment, Blob, Client, Event, Message, Participant,
                                  RawMessage, Technician, Ticket, TicketCounter)
@@ -257,7 +257,7 @@ def _increment(executor: Session | Connection, prefix: str) -> int:
 _INCREMENT = (update(TicketCounter.__table__)  # "prefix" is the column's own parameter name
               .where(TicketCounter.prefix == bindparam("counter_prefix"))
               .values(value=TicketCounter.value + 1).returning(TicketCounter.value))
-_CLIENT_DOMAINS = select(Client.id, Client.domains).where(Client.active)
+_CLIENT_NAMED = select(Client).where(Client.name == bindparam("name"), Client.active)
 # Columns, not objects: the callers ask whether a row exists, or which ticket it is on,
 # and loading an ORM object (its identity, its state) costs more than the query. Still
 # ORM attributes, so the session autoflushes for them where `reading` lets it.
@@ -271,19 +271,34 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
 
 
-def client_for_address(session: Session, address: str) -> Client | None:
-    """The client whose domain (or a parent domain) the address belongs to."""
+def client_for_address(session: Session, config: Config, address: str) -> Client | None:
+    """The client whose domain the address is in, or a parent domain of it; the most
+    specific domain wins (a client's `sklep.example.pl` before another's `example.pl`).
+
+    The domains come from the configuration, which the store's active clients are
+    synchronised from when a process starts (`daemon.directory`): one query for the
+    client found, not a read of every client's domains for each new ticket.
+    """
     domain = domain_of(address)
-    if not domain:
-        return None
-    # The domains alone, not every active client as an object: a new ticket asks this,
-    # and the clients' rows, loaded whole, cost more than the query.
-    with reading(session, Client):
-        domains = session.execute(_CLIENT_DOMAINS).all()
-        for client_id, names in domains:
-            if any(domain == d or domain.endswith("." + d) for d in names or ()):
-                return session.get(Client, client_id)
+    names = _client_domains(config)
+    while domain:
+        name = names.get(domain)
+        if name is not None:
+            with reading(session, Client):
+                return session.scalar(_CLIENT_NAMED, {"name": name})
+        domain = domain.partition(".")[2]
     return None
+
+
+def _client_domains(config: Config) -> dict[str, str]:
+    """Domain -> the name of the client it belongs to (the first listed, if two claim it)."""
+    def build() -> dict[str, str]:
+        names: dict[str, str] = {}
+        for client in config.clients:
+            for domain in client.domains:
+                names.setdefault(domain, client.name)
+        return names
+    return derived(config, ("client domains",), build)
 
 
 def is_technician(session: Session, address: str) -> bool:
@@ -329,7 +344,7 @@ def is_tied(session: Session, ticket: Ticket, address: str) -> bool:
 def open_ticket(session: Session, config: Config, mail: ParsedMail, *, channel: str,
                 mailbox: str | None, now: datetime, client: Client | None = None) -> Ticket:
     """A new ticket for MAIL; its client is CLIENT if given, else the sender's domain's."""
-    client = client or client_for_address(session, mail.from_email)
+    client = client or client_for_address(session, config, mail.from_email)
     mailbox_config = config.mailbox(mailbox) if mailbox else None
     client_config = next((c for c in config.clients if client and c.name == client.name), None)
     language = ((client_config and client_config.language)

@@ -2,6 +2,7 @@
 import pytest
 
 from daemon.rules.threading import tagged_number
+from tests.conftest import Desk
 from tests.mailfactory import make_mail
 
 
@@ -40,6 +41,34 @@ def test_new_mail_opens_a_ticket_with_number_client_and_requester(desk):
     assert ticket["created_at"].endswith("+01:00")  # Warsaw, winter time
     assert ticket["messages"][0]["message_id"] == "first@bursztyn.pl"
     assert [e["action"] for e in ticket["events"]][:2] == ["created", "routed"]
+
+
+@pytest.mark.parametrize("sender, client", [
+    ("jan@bursztyn.pl", "Sieć Bursztyn"),
+    ("jan@sklep12.BURSZTYN.pl", "Sieć Bursztyn"),          # a parent domain, any case
+    ("jan@kasa.outlet.bursztyn.pl", "Outlet Bursztyn"),    # the most specific domain wins
+    ("jan@outlet.bursztyn.pl", "Outlet Bursztyn"),
+    ("jan@niebursztyn.pl", None),                          # a suffix is not a parent domain
+    ("jan@kaszub.com.pl", None),                           # a client removed from the config
+    ("jan@pl", None),
+])
+def test_the_client_is_the_sender_s_most_specific_domain(make_config, db_url, store,
+                                                            sender, client):
+    """The client of a new ticket comes from the sender's domain. Two clients can share
+    a parent domain; a client taken out of the configuration gets no new tickets."""
+    from daemon.directory import sync_directory
+    clients = [{"name": "Market Kaszub", "domains": ["kaszub.com.pl"]}]
+    with store.transaction() as session:  # Kaszub is in the store from an earlier run
+        sync_directory(session, make_config(db_url, clients=clients))
+    config = make_config(db_url, clients=[
+        {"name": "Sieć Bursztyn", "domains": ["bursztyn.pl"]},
+        {"name": "Outlet Bursztyn", "domains": ["@Outlet.Bursztyn.pl"]}])
+    desk = Desk(config, store)
+    with store.transaction() as session:
+        sync_directory(session, config)
+    desk.deliver(make_mail(sender=sender))
+    [ticket] = desk.tickets()
+    assert ticket["client"] == client
 
 
 def test_tagged_reply_from_the_requester_threads_in(desk):
