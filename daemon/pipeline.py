@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from daemon.clock import Clock
 from daemon.config import Config
@@ -29,7 +29,7 @@ from daemon.rules.threading import ThreadMatch, find_thread
 from daemon.store import Store
 from daemon.store.models import Client, Message, RawBody, RawMessage, Ticket
 from daemon.tickets import (Inserts, add_participant, append_message, is_technician,
-                            open_ticket, reading, record_event, ticket_of_message_id)
+                            open_ticket, record_event, ticket_of_message_id)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Intake:
 
     session: Session
     config: Config
-    raw: RawMessage
+    raw: Claimed
     now: object
     mail: ParsedMail | None = None
     automatic: str | None = None          # why a machine sent it, or None
@@ -66,22 +66,14 @@ Step = Callable[[Intake], None]
 
 def parse(intake: Intake) -> None:
     try:
-        intake.mail = parse_mail(_raw_bytes(intake),
+        intake.mail = parse_mail(intake.raw.raw,
                                  attachment_max_bytes=intake.config.limits.attachment_max_bytes)
     except UnparseableMail as exc:
         raise Quarantine(f"unparseable: {exc}") from exc
     finally:
         # The bytes are not needed again (a PBX report reloads them): a 30 MB mail's
         # bytes are not kept in memory beside its decoded files for the transaction.
-        intake.session.expire(intake.raw, ["body"])
-
-
-def _raw_bytes(intake: Intake) -> bytes:
-    """The record's bytes: loaded with the claim; read lazily otherwise, from raw_bodies,
-    which the claimed record's pending bookkeeping cannot change (tickets.reading: no
-    flush needed for it)."""
-    with reading(intake.session, RawBody):
-        return intake.raw.raw
+        intake.raw.drop_bytes()
 
 
 def deduplicate(intake: Intake) -> None:
@@ -194,21 +186,70 @@ STEPS: tuple[Step, ...] = (parse, deduplicate, classify, pbx_report, thread,
                            finish)
 
 
+class Claimed:
+    """The raw record a pipeline run has claimed: its columns as plain attributes.
+
+    Not an ORM object: the steps read a few columns and set the outcome (`status`,
+    `reason`, `ticket`), which the run writes with one UPDATE at its end. Loading and
+    flushing the record through the unit of work cost more than its one SELECT and one
+    UPDATE, and nothing else in the record's transaction reads it.
+    """
+
+    __slots__ = ("id", "channel", "mailbox", "origin", "envelope", "message_id", "attempts",
+                 "processed_at", "status", "reason", "ticket", "_data", "_session")
+
+    def __init__(self, session: Session, row) -> None:
+        self.id, self.channel, self.mailbox = row.id, row.channel, row.mailbox
+        self.origin, self.envelope, self.message_id = row.origin, row.envelope, row.message_id
+        self.attempts = (row.attempts or 0) + 1
+        self.processed_at = None
+        self.status, self.reason, self.ticket = "pending", None, None
+        self._data, self._session = row.data, session
+
+    @property
+    def raw(self) -> bytes:
+        """The bytes: loaded with the claim; read again once dropped (a PBX report)."""
+        if self._data is None:
+            self._data = self._session.scalar(_RAW_BYTES, {"raw_id": self.id})
+            if self._data is None:
+                raise Quarantine("the record's bytes are missing from the store")
+        return self._data
+
+    def drop_bytes(self) -> None:
+        self._data = None
+
+    def write(self, session: Session) -> None:
+        """The record's outcome, after the flush that gives a new ticket its id."""
+        if self.ticket is not None and self.ticket.id is None:
+            session.flush()
+        session.execute(_FINISH, {
+            "raw_id": self.id, "status": self.status, "reason": self.reason,
+            "attempts": self.attempts, "processed_at": self.processed_at,
+            "ticket_id": self.ticket.id if self.ticket is not None else None})
+
+
 def _claim_query(*, locking: bool, by_id: bool):
     # The bytes come with the record (parse reads them next): one query, not two. An
     # outer join: a record whose bytes are missing is still claimed, and quarantined.
-    query = (select(RawMessage).options(joinedload(RawMessage.body))
-             .where(RawMessage.status == "pending"))
-    query = (query.where(RawMessage.id == bindparam("raw_id")) if by_id
-             else query.order_by(RawMessage.id))
+    raw, body = RawMessage.__table__, RawBody.__table__
+    query = (select(raw.c.id, raw.c.channel, raw.c.mailbox, raw.c.origin, raw.c.envelope,
+                    raw.c.message_id, raw.c.attempts, body.c.data)
+             .select_from(raw.outerjoin(body, body.c.raw_id == raw.c.id))
+             .where(raw.c.status == "pending"))
+    query = (query.where(raw.c.id == bindparam("raw_id")) if by_id
+             else query.order_by(raw.c.id))
     if locking:  # PostgreSQL: another process skips the record this one holds
-        query = query.with_for_update(skip_locked=True, of=RawMessage)
+        query = query.with_for_update(skip_locked=True, of=raw)
     return query.limit(1)
 
 
 # Built once: building the statement and its cache key cost as much as running it.
 _CLAIM = {(locking, by_id): _claim_query(locking=locking, by_id=by_id)
           for locking in (False, True) for by_id in (False, True)}
+_RAW_BYTES = select(RawBody.__table__.c.data).where(
+    RawBody.__table__.c.raw_id == bindparam("raw_id"))
+# SET: the parameters' keys other than raw_id, which is not a column of the table.
+_FINISH = update(RawMessage.__table__).where(RawMessage.__table__.c.id == bindparam("raw_id"))
 
 
 class Pipeline:
@@ -218,9 +259,10 @@ class Pipeline:
                  steps: tuple[Step, ...] = STEPS):
         self.config, self.store, self.clock, self.steps = config, store, clock, steps
 
-    def _claim(self, session: Session, raw_id: int | None) -> RawMessage | None:
+    def _claim(self, session: Session, raw_id: int | None) -> Claimed | None:
         query = _CLAIM[self.store.backend == "postgresql", raw_id is not None]
-        return session.scalar(query, {"raw_id": raw_id} if raw_id is not None else None)
+        row = session.execute(query, {"raw_id": raw_id} if raw_id is not None else None).first()
+        return Claimed(session, row) if row is not None else None
 
     def _run_steps(self, raw_id: int | None, claimed: list[int]) -> str | None:
         with self.store.transaction() as session:
@@ -228,7 +270,6 @@ class Pipeline:
             if raw is None:
                 return None
             claimed.append(raw.id)
-            raw.attempts = (raw.attempts or 0) + 1
             raw.processed_at = self.clock.now()
             intake = Intake(session=session, config=self.config, raw=raw, now=raw.processed_at)
             # The record's events and queued mail are rows inserted together at the end,
@@ -238,6 +279,7 @@ class Pipeline:
                     step(intake)
                     if intake.done:
                         break
+            raw.write(session)
             return raw.status
 
     def process_one(self, raw_id: int | None = None) -> str | None:

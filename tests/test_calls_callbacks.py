@@ -2,6 +2,7 @@
 marks the callback made, calls show on tickets, PBX reports arrive by mail, and the figures."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -251,6 +252,26 @@ def test_mailed_report_is_imported_by_the_pipeline_without_a_ticket(hotline):
     assert _raw_records(desk.store)[1].reason.startswith(
         "PBX call report: 0 calls imported, 2 already stored")
     assert len(desk.tickets()) == 1
+
+
+def test_a_mailed_report_over_the_attachment_cap_is_read_whole(hotline):
+    """Files over limits.attachment_max_bytes are not stored; a report is imported all
+    the same, from the record's bytes read again after the parse let them go."""
+    desk = mail_desk(hotline)
+    rows = [row(f"B{n}", f"2026-11-25 10:{n % 60:02}:00", "0600123456", "Odebrane")
+            for n in range(40)]
+    report = export_bytes(rows)
+    desk.config = dataclasses.replace(
+        desk.config, limits=dataclasses.replace(desk.config.limits,
+                                                attachment_max_bytes=len(report) // 2))
+    mail = make_mail(sender="centralka@orange.pl", to="centralka@jantar.pl",
+                     attachments=[("raport.csv", "text/csv", report)])
+    counts = deliver(desk.store, desk.config, mail, mailbox="centralka@jantar.pl",
+                     now=local("2026-11-25 11:30"))
+    assert counts == {"processed": 1}
+    [raw] = _raw_records(desk.store)
+    assert raw.reason.startswith("PBX call report: 40 calls imported")
+    assert len(stored_calls(desk.store)) == 40
 
 
 def test_mail_to_the_pbx_mailbox_without_a_csv_is_quarantined(hotline):

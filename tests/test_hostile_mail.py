@@ -126,7 +126,8 @@ def test_a_record_whose_bytes_are_missing_is_quarantined_not_left_pending(desk):
     assert Pipeline(desk.config, desk.store, Clock()).process_pending() == {"quarantined": 1}
     with desk.store.transaction() as session:
         record = session.get(RawMessage, saved.raw_id)
-        assert record.status == "quarantined" and record.reason
+        assert record.status == "quarantined"
+        assert record.reason == "the record's bytes are missing from the store"
 
 
 def test_attachment_names_never_carry_paths(desk):
