@@ -120,6 +120,18 @@ class Inserts:
         return self.add(Message, ticket=ticket,
                         **_message_values(mail, kind=kind, direction=direction, now=now))
 
+    def incoming(self, ticket: Ticket, mail: ParsedMail, *, kind: str, now: datetime,
+                 raw_id: int | None, held: bool) -> Message:
+        """What `append_message` appends for an arriving mail without files: a Message
+        the steps after filing read and may change (its kind, its held flag), but not an
+        object of the session. Its row is read from it at `write`, so those changes are
+        in it; it is not in `ticket.messages`, and its id is not read back."""
+        message = Message(raw_id=raw_id, held=held,
+                          **_message_values(mail, kind=kind, direction="in", now=now))
+        _counted(ticket, now, held)
+        self.add(Message, ticket=ticket, **{_OBJECT: message})
+        return message
+
     def pending(self, model: type) -> list[dict]:
         """The rows of MODEL added and not yet written."""
         return self._rows.get(model, [])
@@ -133,7 +145,7 @@ class Inserts:
         session.flush()  # what is pending in the session comes first, then these rows
         dialect = session.get_bind().dialect.name
         for model, rows in self._rows.items():
-            rows = [_resolved(row) for row in rows]
+            rows = _uniform(model.__table__, [_resolved(row) for row in rows])
             if dialect == "postgresql" and len(rows) >= COPY_FROM:
                 copy_rows(session, model.__table__, rows)
             else:  # below the ORM's bulk INSERT, whose bookkeeping these rows do not need
@@ -143,6 +155,7 @@ class Inserts:
 
 _BOUND = "jantar.inserts"      # session.info key of the bound Inserts
 _TICKET = "_ticket"            # a row's ticket object, whose id is read at write
+_OBJECT = "_object"            # a row read from a transient ORM object at write
 # Below this many rows, an executemany (one multi-row INSERT) costs PostgreSQL no more
 # than a COPY, whose own statement and setup a record's handful of rows do not repay.
 COPY_FROM = 50
@@ -154,11 +167,46 @@ def bound_inserts(session: Session) -> Inserts | None:
 
 
 def _resolved(row: dict) -> dict:
-    if _TICKET not in row:
+    if _TICKET not in row and _OBJECT not in row:
         return row
-    values = {k: v for k, v in row.items() if k != _TICKET}
-    values["ticket_id"] = row[_TICKET].id if row[_TICKET] is not None else None
+    values = {k: v for k, v in row.items() if k not in (_TICKET, _OBJECT)}
+    if _OBJECT in row:
+        state = row[_OBJECT].__dict__  # the attributes set on it: columns, no relationships
+        values.update((c.key, state[c.key]) for c in _columns(type(row[_OBJECT]))
+                      if c.key in state)
+    if _TICKET in row:
+        values["ticket_id"] = row[_TICKET].id if row[_TICKET] is not None else None
     return values
+
+
+@functools.cache
+def _columns(model) -> tuple:
+    return tuple(model.__mapper__.column_attrs)
+
+
+def _uniform(table, rows: list[dict]) -> list[dict]:
+    """ROWS, each with the same keys (one executemany takes its columns from the first):
+    a key a row leaves out gets its column's Python-side default, or NULL."""
+    keys = set(rows[0])
+    if all(len(row) == len(keys) and keys.issuperset(row) for row in rows):
+        return rows
+    every = set().union(*rows)
+    missing = {key: _missing(table.columns[key]) for key in every}
+    return [row if len(row) == len(every) else {**{k: missing[k]() for k in every - set(row)},
+                                                **row}
+            for row in rows]
+
+
+def _missing(column):
+    """() -> the value an INSERT gives COLUMN when a row leaves it out."""
+    default = column.default
+    if default is None:
+        return lambda: None
+    if default.is_scalar:
+        return lambda: default.arg
+    if default.is_callable:
+        return lambda: default.arg(None)  # wrapped: takes the (absent) execution context
+    raise ValueError(f"{column}: a SQL default cannot be filled in for a row")
 
 
 def copy_rows(session: Session, table, rows: list[dict]) -> None:
@@ -187,15 +235,7 @@ def copy_rows(session: Session, table, rows: list[dict]) -> None:
 def _column_fill(column, dialect):
     """ROW -> the value COPY writes into COLUMN."""
     process = column.type.dialect_impl(dialect).bind_processor(dialect)
-    default = column.default
-    if default is None:
-        missing = lambda: None  # noqa: E731
-    elif default.is_scalar:
-        missing = lambda: default.arg  # noqa: E731
-    elif default.is_callable:
-        missing = lambda: default.arg(None)  # noqa: E731 - wrapped: takes the (absent) context
-    else:
-        raise ValueError(f"{column}: a SQL default cannot be filled in for COPY")
+    missing = _missing(column)
     key = column.key
 
     def fill(row: dict):
@@ -388,6 +428,10 @@ def _attachment_row(session: Session, attachment: ParsedAttachment) -> Attachmen
 def append_message(session: Session, ticket: Ticket, mail: ParsedMail, *, kind: str,
                    direction: str, now: datetime, raw: RawMessage | None = None,
                    held: bool = False) -> Message:
+    rows = bound_inserts(session)
+    if rows is not None and direction == "in" and not mail.attachments:
+        return rows.incoming(ticket, mail, kind=kind, now=now,
+                             raw_id=raw.id if raw else None, held=held)
     attachments = [_attachment_row(session, a) for a in mail.attachments]  # flushes blobs
     message = Message(ticket=ticket, raw_id=raw.id if raw else None, held=held,
                       **_message_values(mail, kind=kind, direction=direction, now=now))

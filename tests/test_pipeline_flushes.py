@@ -78,6 +78,7 @@ def test_a_new_ticket_and_a_reply_each_flush_once(desk, flushes, statements):
     assert statements.count("INSERT tickets") == 1 and "UPDATE tickets" not in statements
     assert statements.count("INSERT events") == 1  # created, routed, coordinator_notified
     assert statements.count("INSERT outbox") == 1  # the acknowledgement and the notice
+    assert statements.count("INSERT messages") == 1  # the mail and both copies, in order
     number = desk.tickets()[0]["number"]
     with desk.store.transaction() as session:
         ticket = session.scalar(select(Ticket).where(Ticket.number == number))
@@ -90,6 +91,7 @@ def test_a_new_ticket_and_a_reply_each_flush_once(desk, flushes, statements):
     reply = make_mail(subject=f"Re: [#{number}] Drukarka", message_id="<second@bursztyn.pl>",
                       in_reply_to="<first@bursztyn.pl>", references="<first@bursztyn.pl>")
     assert _process(desk, reply, flushes) == [1]
+    assert statements.count("INSERT messages") == 2  # the reply and the forward's copy
     ticket = _ticket(desk, number)
     assert ticket.message_count == 5  # two in; the acknowledgement, notice and forward out
     with desk.store.transaction() as session:
