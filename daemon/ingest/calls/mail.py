@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from daemon.config import Config
+from daemon.config import Config, derived
 from daemon.ingest.calls.config import calls_config
 from daemon.ingest.calls.csvsource import import_csv_stream, read_layout
 from daemon.ingest.calls.files import FileProblem, TextLines
@@ -26,7 +26,10 @@ CSV_TYPES = ("text/csv", "application/csv", "text/comma-separated-values", "text
 
 
 def is_report_mail(config: Config, raw: RawMessage) -> bool:
-    return calls_config(config).mail_source(raw.mailbox) is not None
+    """Whether RAW came to a `mail` PBX source's mailbox. Asked of every record: the
+    mailboxes are worked out once per Config, not read from its sections each time."""
+    return (raw.mailbox or "").lower() in derived(config, ("pbx report mailboxes",), lambda: {
+        s.mailbox for s in calls_config(config).sources if s.kind == "mail"})
 
 
 def import_report(session: Session, config: Config, raw: RawMessage, mail: ParsedMail,
