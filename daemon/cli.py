@@ -84,7 +84,7 @@ def cmd_run(args, config) -> int:
 
 def cmd_ingest(args, config) -> int:
     from daemon.ingest.files import NotMail, read_mail
-    from daemon.ingest.intake import save_raw
+    from daemon.ingest.intake import Kept, save_kept
     from daemon.pipeline import Pipeline
     mailbox = args.mailbox or config.mailboxes[0].address
     if not config.mailbox(mailbox):
@@ -92,14 +92,14 @@ def cmd_ingest(args, config) -> int:
     store = _open_store(config, migrate=True)
     saved = Counter()
     for path in args.paths:
+        # Committed in batches: the files keep the mail (daemon.ingest.intake.save_kept).
+        mails = (Kept(mail.key, mail.raw, mail.origin) for mail in read_mail(Path(path)))
         try:
-            for mail in read_mail(Path(path)):
-                result = save_raw(store, channel="file", key=mail.key, raw=mail.raw,
-                                  now=args.clock.now(), mailbox=mailbox, origin=mail.origin)
+            for result in save_kept(store, mails, channel="file", now=args.clock.now,
+                                    mailbox=mailbox):
                 saved["saved" if result.created else "already stored"] += 1
         except NotMail as exc:
             raise CommandError(str(exc)) from None
-    mail = None  # the last file's bytes are in the store now: not held while it is processed
     # --no-process: only save (the durability point); a running daemon works them off.
     processed = Counter() if args.no_process else \
         Pipeline(config, store, args.clock).process_pending()
