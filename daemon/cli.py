@@ -84,7 +84,7 @@ def cmd_run(args, config) -> int:
 
 def cmd_ingest(args, config) -> int:
     from daemon.ingest.files import NotMail, read_mail
-    from daemon.ingest.intake import Kept, save_kept
+    from daemon.ingest.intake import save_kept
     from daemon.pipeline import Pipeline
     mailbox = args.mailbox or config.mailboxes[0].address
     if not config.mailbox(mailbox):
@@ -93,10 +93,9 @@ def cmd_ingest(args, config) -> int:
     saved = Counter()
     for path in args.paths:
         # Committed in batches: the files keep the mail (daemon.ingest.intake.save_kept).
-        mails = (Kept(mail.key, mail.raw, mail.origin) for mail in read_mail(Path(path)))
         try:
-            for result in save_kept(store, mails, channel="file", now=args.clock.now,
-                                    mailbox=mailbox):
+            for result in save_kept(store, read_mail(Path(path)), channel="file",
+                                    now=args.clock.now, mailbox=mailbox):
                 saved["saved" if result.created else "already stored"] += 1
         except NotMail as exc:
             raise CommandError(str(exc)) from None

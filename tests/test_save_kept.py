@@ -9,15 +9,16 @@ from sqlalchemy.exc import IntegrityError
 
 from daemon.clock import Clock
 from daemon.ingest import intake
-from daemon.ingest.intake import Kept, content_key, save_kept
+from daemon.ingest.files import FileMail
+from daemon.ingest.intake import save_kept
 from daemon.store.models import RawBody, RawMessage
 from tests.mailfactory import make_mail
 
 
-def kept(count: int, start: int = 0) -> list[Kept]:
+def kept(count: int, start: int = 0) -> list[FileMail]:
     mails = [make_mail(message_id=f"<k{n}@bursztyn.pl>", body=f"Sklep {n}\n")
              for n in range(start, start + count)]
-    return [Kept(content_key(raw), raw, f"old.mbox#{n + 1}") for n, raw in enumerate(mails)]
+    return [FileMail(f"old.mbox#{n + 1}", raw) for n, raw in enumerate(mails)]
 
 
 def stored(store) -> list[tuple]:
@@ -85,21 +86,22 @@ def test_a_key_saved_meanwhile_by_another_process_is_settled_record_by_record(
     conflict is only raised, and every record is saved by the fallback.)"""
     mails = kept(3)
     other = mails[1]
-    add_raw = intake.add_raw
+    insert_raw = intake._insert_raw
     concurrent = store.backend == "postgresql"
     raced = []
 
-    def racing(session, **values):
+    def racing(connection, **values):
         if values["key"] == other.key and not raced:
             raced.append(1)
             if concurrent:  # the other process saves it between our check and insert
                 with store.transaction() as elsewhere:
-                    add_raw(elsewhere, channel="file", key=other.key, raw=other.raw,
-                            now=values["now"], mailbox="sklep@jantar.pl", origin="elsewhere")
+                    intake.add_raw(elsewhere, channel="file", key=other.key, raw=other.raw,
+                                   now=values["now"], mailbox="sklep@jantar.pl",
+                                   origin="elsewhere")
             raise IntegrityError("INSERT INTO raw_messages", {}, Exception("duplicate key"))
-        return add_raw(session, **values)
+        return insert_raw(connection, **values)
 
-    monkeypatch.setattr(intake, "add_raw", racing)
+    monkeypatch.setattr(intake, "_insert_raw", racing)
     results = save(store, mails)
     rows = stored(store)
     if concurrent:

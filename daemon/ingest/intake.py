@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +19,9 @@ from sqlalchemy.orm import Session
 
 from daemon.store import Store
 from daemon.store.models import RawBody, RawMessage
+
+if TYPE_CHECKING:  # files.py imports content_key from here
+    from daemon.ingest.files import FileMail
 
 log = logging.getLogger(__name__)
 _MESSAGE_ID_RE = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
@@ -65,8 +68,19 @@ def add_raw(session: Session, *, channel: str, key: str, raw: bytes, now: dateti
     """
     key = key[:700]
     connection = session.connection()
-    if connection.scalar(_KNOWN_KEY, {"key": key}):
+    if _known_id(connection, key) is not None:
         return None
+    return _insert_raw(connection, channel=channel, key=key, raw=raw, now=now, mailbox=mailbox,
+                       origin=origin, envelope=envelope)
+
+
+def _known_id(connection, key: str) -> int | None:
+    """The id of the record saved under KEY (already cut to the column's 700), or None."""
+    return connection.scalar(_KNOWN_KEY, {"key": key})
+
+
+def _insert_raw(connection, *, channel: str, key: str, raw: bytes, now: datetime,
+                mailbox: str | None, origin: str, envelope: dict[str, Any] | None) -> Added:
     row = dict(channel=channel, mailbox=mailbox, origin=origin[:1000], idempotency_key=key,
                message_id=header_message_id(raw), sha256=hashlib.sha256(raw).hexdigest(),
                size=len(raw), received_at=now, status="pending", attempts=0,
@@ -108,20 +122,13 @@ def save_raw(store: Store, *, channel: str, key: str, raw: bytes, now: datetime,
     return Saved(raw_id, False)
 
 
-class Kept(NamedTuple):
-    """A mail from a source that keeps it (a file): where it is, and its bytes."""
-    key: str
-    raw: bytes
-    origin: str
-
-
-def save_kept(store: Store, mails: Iterable[Kept], *, channel: str, now: Callable[[], datetime],
+def save_kept(store: Store, mails: Iterable[FileMail], *, channel: str, now: Callable[[], datetime],
               mailbox: str | None = None, rows: int = 100,
               size: int = 16 << 20) -> Iterator[Saved]:
     """Save MAILS in transactions of up to ROWS records or SIZE bytes; yields each one's
     Saved, in order, once its transaction has committed.
 
-    Only for mail whose source keeps it: an mbox, a Maildir, a file. The commit of each
+    Only for mail whose source keeps it: an mbox, a Maildir, a file (`read_mail`). The commit of each
     record is the point after which a mail received over SMTP or IMAP may be
     acknowledged; a file acknowledges nothing and still holds every mail a crash would
     take with an open transaction, and saving it again is harmless (its key). A
@@ -131,7 +138,7 @@ def save_kept(store: Store, mails: Iterable[Kept], *, channel: str, now: Callabl
     at a time (`save_raw`, which settles that race). If reading MAILS fails, what was
     read before is saved first, then the error goes on.
     """
-    batch: list[Kept] = []
+    batch: list[FileMail] = []
     held = 0
     try:
         for mail in mails:
@@ -148,15 +155,21 @@ def save_kept(store: Store, mails: Iterable[Kept], *, channel: str, now: Callabl
         yield from _save_batch(store, batch, channel=channel, now=now, mailbox=mailbox)
 
 
-def _save_batch(store: Store, batch: list[Kept], *, channel: str,
+def _save_batch(store: Store, batch: list[FileMail], *, channel: str,
                 now: Callable[[], datetime], mailbox: str | None) -> list[Saved]:
     try:
         with store.transaction() as session:
-            added = [add_raw(session, channel=channel, key=mail.key, raw=mail.raw, now=now(),
-                             mailbox=mailbox, origin=mail.origin) for mail in batch]
-            saved = [Saved(a.raw_id, True) if a is not None else
-                     Saved(session.connection().scalar(_KNOWN_KEY, {"key": m.key[:700]}), False)
-                     for m, a in zip(batch, added)]
+            connection = session.connection()
+            added: list[Added | None] = []
+            saved = []
+            for mail in batch:
+                key = mail.key[:700]
+                known = _known_id(connection, key)
+                added.append(None if known is not None else _insert_raw(
+                    connection, channel=channel, key=key, raw=mail.raw, now=now(),
+                    mailbox=mailbox, origin=mail.origin, envelope=None))
+                saved.append(Saved(known, False) if known is not None
+                             else Saved(added[-1].raw_id, True))
     except IntegrityError:  # another process saved one of these keys meanwhile
         return [save_raw(store, channel=channel, key=mail.key, raw=mail.raw, now=now(),
                          mailbox=mailbox, origin=mail.origin) for mail in batch]
