@@ -312,22 +312,33 @@ def domain_of(address: str) -> str:
 
 
 def client_for_address(session: Session, config: Config, address: str) -> Client | None:
-    """The client whose domain the address is in, or a parent domain of it; the most
-    specific domain wins (a client's `sklep.example.pl` before another's `example.pl`).
+    """The active client `configured_client` names for ADDRESS, loaded with one query.
 
-    The domains come from the configuration, which the store's active clients are
-    synchronised from when a process starts (`daemon.directory`): one query for the
-    client found, not a read of every client's domains for each new ticket.
+    The store's clients are synchronised from the configuration when a process starts
+    (`daemon.directory`), so the configuration says which one it is; the store is not
+    read for every client's domains on each new ticket.
     """
-    domain = domain_of(address)
+    name = configured_client(config, address)
+    if name is None:
+        return None
+    with reading(session, Client):
+        return session.scalar(_CLIENT_NAMED, {"name": name})
+
+
+def configured_client(config: Config, address: str) -> str | None:
+    """The name of the configured client whose domain ADDRESS is in, or a parent domain of
+    it; the most specific domain wins (a client's `sklep.example.pl` before another's
+    `example.pl`), and of two clients listing one domain, the first."""
     names = _client_domains(config)
+    return next((names[d] for d in _domain_and_parents(domain_of(address)) if d in names),
+                None)
+
+
+def _domain_and_parents(domain: str) -> Iterator[str]:
+    """`a.b.pl`, `b.pl`, `pl`: DOMAIN, then each domain it is under."""
     while domain:
-        name = names.get(domain)
-        if name is not None:
-            with reading(session, Client):
-                return session.scalar(_CLIENT_NAMED, {"name": name})
+        yield domain
         domain = domain.partition(".")[2]
-    return None
 
 
 def _client_domains(config: Config) -> dict[str, str]:
@@ -376,9 +387,8 @@ def is_tied(session: Session, ticket: Ticket, address: str) -> bool:
         return True
     if is_technician(session, address):
         return True
-    domain = domain_of(address)
-    return bool(ticket.client and domain and
-                any(domain == d or domain.endswith("." + d) for d in ticket.client.domains))
+    return bool(ticket.client and any(d in ticket.client.domains
+                                      for d in _domain_and_parents(domain_of(address))))
 
 
 def open_ticket(session: Session, config: Config, mail: ParsedMail, *, channel: str,

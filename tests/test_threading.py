@@ -2,6 +2,7 @@
 import pytest
 
 from daemon.rules.threading import tagged_number
+from daemon.tickets import configured_client
 from tests.conftest import Desk
 from tests.mailfactory import make_mail
 
@@ -69,6 +70,7 @@ def test_the_client_is_the_sender_s_most_specific_domain(make_config, db_url, st
     desk.deliver(make_mail(sender=sender))
     [ticket] = desk.tickets()
     assert ticket["client"] == client
+    assert configured_client(config, sender) == client  # what `rules explain` names
 
 
 def test_tagged_reply_from_the_requester_threads_in(desk):

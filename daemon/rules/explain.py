@@ -6,9 +6,9 @@ from zoneinfo import ZoneInfo
 
 from daemon.config import Config
 from daemon.parse import ParsedMail
-from daemon.rules.routing import (Directory, client_for_domain, decide, due_times,
-                                  mail_facts)
+from daemon.rules.routing import Directory, decide, due_times, mail_facts
 from daemon.rules.sla_config import sla_config
+from daemon.tickets import configured_client
 
 
 def mailbox_of(config: Config, mail: ParsedMail, wanted: str | None) -> str:
@@ -25,7 +25,7 @@ def explain_mail(config: Config, mail: ParsedMail, *, now: datetime, mailbox: st
     sla = sla_config(config)
     tz, now = config.tz, now.replace(microsecond=0)
     facts = mail_facts(mail, mailbox=mailbox_of(config, mail, mailbox), channel=channel,
-                       client=client_for_domain(config, mail.from_email), category=category)
+                       client=configured_client(config, mail.from_email), category=category)
     routing = decide(sla, facts, Directory.of(config), now)
     times = due_times(sla, routing, now)
     return {

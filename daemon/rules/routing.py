@@ -87,15 +87,6 @@ class Routing:
 
 
 # -- pure --------------------------------------------------------------------------------
-def client_for_domain(config: Config, address: str) -> str | None:
-    """The configured client whose domain (or a parent domain) ADDRESS belongs to."""
-    domain = domain_of(address)
-    for client in config.clients:
-        if domain and any(domain == d or domain.endswith("." + d) for d in client.domains):
-            return client.name
-    return None
-
-
 def decide(sla: SlaConfig, facts: MailFacts, directory: Directory, now: datetime) -> Routing:
     routing = Routing(category=facts.category, client=facts.client,
                       contract=_client_contract(sla, directory, facts.client))
