@@ -224,16 +224,19 @@ def mail_desk(hotline):
                    pbx_sources=[source])
 
 
+def mail_report(desk, report: bytes, now: str, **headers) -> dict:
+    """Mail REPORT as raport.csv from the PBX to its mailbox, through the pipeline."""
+    mail = make_mail(sender="centralka@orange.pl", to="centralka@jantar.pl",
+                     attachments=[("raport.csv", "text/csv", report)], **headers)
+    return deliver(desk.store, desk.config, mail, mailbox="centralka@jantar.pl", now=local(now))
+
+
 def test_mailed_report_is_imported_by_the_pipeline_without_a_ticket(hotline):
     desk = mail_desk(hotline)
     report = export_bytes([row("R1", "2026-11-25 10:00:00", BURSZTYN, "Nieodebrane"),
                            row("R2", "2026-11-25 10:01:00", "0600123456", "Odebrane"),
                            row("R3", "2026-11-25 10:02:00", "0600123456", "Wrong")])
-    mail = make_mail(sender="centralka@orange.pl", to="centralka@jantar.pl",
-                     subject="Raport połączeń 2026-11-25",
-                     attachments=[("raport.csv", "text/csv", report)])
-    counts = deliver(desk.store, desk.config, mail, mailbox="centralka@jantar.pl",
-                     now=local("2026-11-25 10:30"))
+    counts = mail_report(desk, report, "2026-11-25 10:30", subject="Raport połączeń 2026-11-25")
     assert counts == {"processed": 1}
     [raw] = _raw_records(desk.store)
     assert raw.reason.startswith("PBX call report: 2 calls imported, 1 malformed rows")
@@ -245,10 +248,7 @@ def test_mailed_report_is_imported_by_the_pipeline_without_a_ticket(hotline):
     assert ticket["channel"] == "phone" and ticket["calls"][0]["call_id"] == "R1"
 
     # the same report again (another Message-ID): nothing new
-    again = make_mail(sender="centralka@orange.pl", to="centralka@jantar.pl",
-                      attachments=[("raport.csv", "text/csv", report)])
-    deliver(desk.store, desk.config, again, mailbox="centralka@jantar.pl",
-            now=local("2026-11-25 10:40"))
+    mail_report(desk, report, "2026-11-25 10:40")
     assert _raw_records(desk.store)[1].reason.startswith(
         "PBX call report: 0 calls imported, 2 already stored")
     assert len(desk.tickets()) == 1
@@ -264,11 +264,7 @@ def test_a_mailed_report_over_the_attachment_cap_is_read_whole(hotline):
     desk.config = dataclasses.replace(
         desk.config, limits=dataclasses.replace(desk.config.limits,
                                                 attachment_max_bytes=len(report) // 2))
-    mail = make_mail(sender="centralka@orange.pl", to="centralka@jantar.pl",
-                     attachments=[("raport.csv", "text/csv", report)])
-    counts = deliver(desk.store, desk.config, mail, mailbox="centralka@jantar.pl",
-                     now=local("2026-11-25 11:30"))
-    assert counts == {"processed": 1}
+    assert mail_report(desk, report, "2026-11-25 11:30") == {"processed": 1}
     [raw] = _raw_records(desk.store)
     assert raw.reason.startswith("PBX call report: 40 calls imported")
     assert len(stored_calls(desk.store)) == 40
