@@ -31,7 +31,9 @@ def _print_json(value) -> None:
 
 
 def _open_store(config, *, migrate: bool) -> Store:
-    store = Store(config.database_url)
+    # The commands that write for long (run, ingest, calls import) leave the copying of
+    # SQLite's write-ahead log to a thread of the store's, not to their commits.
+    store = Store(config.database_url, checkpoint_thread=True)
     try:
         if migrate:
             from daemon.service import prepare_store
