@@ -94,6 +94,24 @@ def timed(process: subprocess.Popen) -> tuple[float, int, float, float]:
     return elapsed, process.returncode, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
+def saved_store(folder: Path, count: int) -> tuple[Path, Path, tuple[float, int, float, float]]:
+    """The generated mbox of COUNT mails saved into a migrated SQLite store in FOLDER,
+    nothing processed (`helpdesk ingest --no-process`): its database, its config, and
+    `timed` of the save (the migration is not timed)."""
+    from benchmarks.generate_mbox import write_mbox
+    database = folder / "saved.db"
+    config = write_config(folder, f"sqlite:///{database}")
+    mbox = folder / "mail.mbox"
+    write_mbox(mbox, count=count)
+    if timed(helpdesk(config, "migrate", stderr=subprocess.DEVNULL))[1] != 0:
+        raise SystemExit("helpdesk migrate failed")
+    save = timed(helpdesk(config, "ingest", str(mbox), "--mailbox", MAILBOX, "--no-process",
+                          stderr=subprocess.DEVNULL))
+    if save[1] != 0:
+        raise SystemExit("helpdesk ingest --no-process failed")
+    return database, config, save
+
+
 def machine() -> dict:
     import sqlite3
     info = {"nproc": os.cpu_count(), "python": platform.python_version(),

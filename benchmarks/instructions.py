@@ -31,8 +31,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.common import helpdesk, machine, save_result, timed, write_config
-from benchmarks.generate_mbox import MAILBOX, write_mbox
+from benchmarks.common import machine, save_result, saved_store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,14 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     folder = Path(tempfile.mkdtemp(prefix="jantar-instructions-"))
     try:
-        saved = folder / "saved.db"
-        config = write_config(folder, f"sqlite:///{saved}")
-        mbox = folder / "mail.mbox"
-        write_mbox(mbox, count=args.count)
-        for command in (("migrate",), ("ingest", str(mbox), "--mailbox", MAILBOX,
-                                       "--no-process")):
-            if timed(helpdesk(config, *command, stderr=subprocess.DEVNULL))[1] != 0:
-                raise SystemExit(f"helpdesk {command[0]} failed")
+        saved, config, _save = saved_store(folder, args.count)
         checkouts = {"this": ROOT}
         if args.against:
             checkouts["against"] = args.against.resolve()
