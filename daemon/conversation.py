@@ -26,15 +26,16 @@ from daemon.rules.sla import follow_status, refresh_clocks
 from daemon.rules.threading import ThreadMatch, tag_pattern
 from daemon.store.models import AutoReplyLog, Blob, Event, Message, RawMessage, Technician, Ticket
 from daemon.tickets import (Inserts, add_participant, bound_inserts, move_message, open_ticket,
-                            reading, record_event, refresh_held)
+                            read_rows, reading, record_event, refresh_held)
 
 log = logging.getLogger(__name__)
 BRAND = "Jantar Helpdesk"
 
 
 # -- loop protection -------------------------------------------------------------------
-_AUTO_REPLIES = select(func.count(AutoReplyLog.id)).where(  # built once: see tickets.py
-    AutoReplyLog.address == bindparam("address"), AutoReplyLog.sent_at > bindparam("since"))
+_AUTO_LOG = AutoReplyLog.__table__
+_AUTO_REPLIES = select(func.count(_AUTO_LOG.c.id)).where(  # built once: see tickets.py
+    _AUTO_LOG.c.address == bindparam("address"), _AUTO_LOG.c.sent_at > bindparam("since"))
 
 
 def may_auto_reply(session: Session, config: Config, address: str, now: datetime) -> bool:
@@ -42,8 +43,9 @@ def may_auto_reply(session: Session, config: Config, address: str, now: datetime
     address = address.lower()
     rows = bound_inserts(session)
     since = now - timedelta(hours=1)
-    with reading(session, AutoReplyLog):  # a pending entry is flushed first, and counted
-        sent = session.scalar(_AUTO_REPLIES, {"address": address, "since": since})
+    # A pending entry is flushed first, and counted.
+    sent = read_rows(session, _AUTO_REPLIES, {"address": address, "since": since},
+                     AutoReplyLog).scalar()
     if rows is not None:  # and the entries of this record not yet written
         sent += sum(1 for row in rows.pending(AutoReplyLog)
                     if row["address"] == address and row["sent_at"] > since)

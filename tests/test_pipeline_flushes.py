@@ -21,7 +21,8 @@ from daemon.ingest.intake import content_key, save_raw
 from daemon.pipeline import Pipeline
 from daemon.store.models import (AutoReplyLog, Message, OutboxMail, RawMessage, Ticket,
                                  TicketCounter)
-from daemon.tickets import Inserts, next_number, reading, ticket_of_message_id
+from daemon.tickets import (Inserts, next_number, read_rows, reading,
+                            ticket_of_message_id)
 from tests.conftest import NOW
 from tests.mailfactory import make_mail
 
@@ -169,6 +170,25 @@ def test_reading_skips_the_flush_only_when_nothing_it_reads_is_pending(desk):
         session.delete(session.scalar(select(AutoReplyLog)))
         with reading(session, Message):
             assert session.autoflush  # a pending delete: always flush first
+        session.rollback()
+
+
+def test_read_rows_flushes_only_when_what_it_reads_is_pending(desk, flushes):
+    """A Core read sees a pending row of its models (the session flushes first, as its
+    autoflush would), leaves other pending rows waiting, and keeps an autoflush turned off."""
+    count = select(func.count(AutoReplyLog.__table__.c.id))
+    desk.deliver(make_mail(message_id="<seen@bursztyn.pl>"), now=NOW)
+    with desk.store.transaction() as session:
+        stored = session.scalar(count)  # the acknowledgement's entry
+        flushes.clear()
+        session.add(AutoReplyLog(address="a@b.pl", sent_at=NOW))
+        assert read_rows(session, count, {}, Message).scalar() == stored  # not what it reads
+        assert not flushes and any(isinstance(o, AutoReplyLog) for o in session.new)
+        with session.no_autoflush:
+            assert read_rows(session, count, {}, AutoReplyLog).scalar() == stored
+        assert not flushes
+        assert read_rows(session, count, {}, Message, AutoReplyLog).scalar() == stored + 1
+        assert sum(flushes.values()) == 1 and not session.new
         session.rollback()
 
 

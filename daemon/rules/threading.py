@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from daemon.parse import ParsedMail
 from daemon.store.models import Client, Message, Participant, Technician, Ticket
-from daemon.tickets import is_tied, reading
+from daemon.tickets import is_tied, read_rows, reading
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,9 @@ def tagged_number(subject: str, prefix: str) -> str | None:
 
 
 # Built once, its list bound at execution (see daemon/tickets.py).
-_REFERENCED = select(Message.message_id, Message.ticket_id).where(
-    Message.message_id.in_(bindparam("ids", expanding=True)))
+_MESSAGES = Message.__table__
+_REFERENCED = select(_MESSAGES.c.message_id, _MESSAGES.c.ticket_id).where(
+    _MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
 
 
 def referenced_ticket(session: Session, mail: ParsedMail) -> Ticket | None:
@@ -46,7 +47,7 @@ def referenced_ticket(session: Session, mail: ParsedMail) -> Ticket | None:
     ids = list(dict.fromkeys([*mail.in_reply_to, *reversed(mail.references)]))[:100]
     if not ids:
         return None
-    rows = session.execute(_REFERENCED, {"ids": ids}).all()
+    rows = read_rows(session, _REFERENCED, {"ids": ids}, Message).all()
     by_id = {message_id: ticket_id for message_id, ticket_id in rows}
     for message_id in ids:
         if message_id in by_id:
