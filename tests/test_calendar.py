@@ -134,6 +134,24 @@ def test_add_ends_at_a_closing_time_rather_than_the_next_opening():
     assert L1.add(at(2026, 11, 28, 12), timedelta(seconds=1)) == at(2026, 11, 30, 8, 0, 1)
 
 
+def test_days_are_worked_out_once_and_the_kept_ones_are_bounded(monkeypatch):
+    """A calendar keeps the days it has worked out (the same answers as working them out
+    again, DST nights and holidays included), and never more than DAYS_KEPT of them."""
+    import daemon.rules.calendar as calendar_module
+    monkeypatch.setattr(calendar_module, "DAYS_KEPT", 40)
+    calendar = BusinessCalendar.parse("l1", "Mon-Fri 08:00-16:00", WARSAW, holidays="PL")
+    first = calendar.business_time(at(2026, 3, 1, 0, 0), at(2026, 5, 1, 0, 0))  # 61 days
+    assert 0 < len(calendar._days) <= 40
+    assert calendar.business_time(at(2026, 3, 1, 0, 0), at(2026, 5, 1, 0, 0)) == first
+    assert first == L1.business_time(at(2026, 3, 1, 0, 0), at(2026, 5, 1, 0, 0))
+    for day, intervals in calendar._days.items():
+        assert intervals == calendar._work_out_day(day)
+    assert calendar._day(date(2026, 4, 6)) == ()  # Easter Monday
+    assert calendar._day(date(2026, 3, 30)) == ((at(2026, 3, 30, 8, 0), at(2026, 3, 30, 16, 0)),)
+    assert calendar == BusinessCalendar.parse("l1", "Mon-Fri 08:00-16:00", WARSAW,
+                                              holidays="PL")  # what it keeps is no part of it
+
+
 def test_naive_instants_are_refused():
     with pytest.raises(ValueError):
         L1.is_open(datetime(2026, 11, 25, 10))

@@ -30,6 +30,7 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MINUTES_PER_DAY = 24 * 60
 # A calendar closed this long in a row has no hours to offer: stop looking, say so.
 MAX_CLOSED_DAYS = 3660
+DAYS_KEPT = 4096  # a calendar's worked-out days held at most (about 11 years of them)
 SPEC_RE = re.compile(r"^(?P<days>[A-Za-z]{3}(?:\s*-\s*[A-Za-z]{3})?)\s+(?P<ranges>.+)$")
 RANGE_RE = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
 
@@ -121,6 +122,10 @@ class BusinessCalendar:
     tz: ZoneInfo
     holidays: str | None = None               # country code, e.g. "PL"
     extra_closed: frozenset[date] = field(default_factory=frozenset)
+    # A day's open intervals, worked out once: every new ticket's clocks and every SLA
+    # sweep walk the same few days, and each interval is two zone conversions.
+    _days: dict[date, tuple[Interval, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self):
         if len(self.weekly) != 7:
@@ -207,12 +212,20 @@ class BusinessCalendar:
                                     f"{MAX_CLOSED_DAYS} days after {start.isoformat()}")
             day += timedelta(days=1)
 
-    def _day(self, day: date) -> list[Interval]:
+    def _day(self, day: date) -> tuple[Interval, ...]:
+        intervals = self._days.get(day)
+        if intervals is None:
+            if len(self._days) >= DAYS_KEPT:
+                self._days.clear()
+            intervals = self._days[day] = self._work_out_day(day)
+        return intervals
+
+    def _work_out_day(self, day: date) -> tuple[Interval, ...]:
         if self.is_closed_day(day):
-            return []
+            return ()
         intervals = [(self._instant(day, opens), self._instant(day, closes))
                      for opens, closes in self.weekly[day.weekday()]]
-        return [(opens, closes) for opens, closes in intervals if closes > opens]
+        return tuple((opens, closes) for opens, closes in intervals if closes > opens)
 
     def _local_date(self, at: datetime) -> date:
         return at.astimezone(self.tz).date()
