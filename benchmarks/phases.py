@@ -22,10 +22,10 @@ each moment of the main thread's CPU (`time.thread_time`) to the innermost phase
   the rows of the record) and what the phases above leave out.
 
 The timers cost about a microsecond per call, some 40 calls a record: within 1% of
-a record's CPU. The bound printed at the end is what any design of the same
-behaviour must spend per mail whatever its store and its steps cost: the durable save,
-the parse and the outgoing mail; and, apart, what would be left if SQLAlchemy's own
-Python cost nothing.
+a record's CPU. The bounds printed at the end are what a mail costs before the pipeline
+stores anything: the durable save as it is, the parse and the outgoing mail (all three
+kinds, and the acknowledgement alone); and, apart, what would be left if SQLAlchemy's
+own Python cost nothing.
 
 Writes benchmarks/results/phases.json.
 """
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({run['checkpoints']} checkpoints)")
     print(f"durable save: {save_ms:.3f} ms a mail (process start subtracted)")
     print(f"save + parse + outgoing mail: {needed:.3f} ms a mail, at most "
-          f"{1000 / needed:.0f} mails per CPU-second whatever the store and the steps")
+          f"{1000 / needed:.0f} mails per CPU-second before a ticket is stored")
     for kind, seconds in run["outgoing_mail_seconds_by_kind"].items():
         print(f"  outgoing mail, {kind:16} {1000 * seconds / records:6.3f} ms a record")
     print(f"save + parse + the acknowledgement alone: {needed_ack_only:.3f} ms a mail, at most "
