@@ -15,9 +15,10 @@ each moment of the main thread's CPU (`time.thread_time`) to the innermost phase
 - *SQLite*: the DB-API calls SQLAlchemy makes (the dialect's execute, executemany and
   commit), i.e. the sqlite3 module and SQLite's own work;
 - *SQLAlchemy*: the Session's and Connection's execute, scalar(s), get, flush and
-  commit as our code calls them (and the commit at the end of a record's transaction), less the SQLite inside them: SQLAlchemy's own Python.
-  Lazy loads and attribute instrumentation are not in it (they happen inside our
-  code's attribute reads), so this is a lower bound of SQLAlchemy's cost;
+  commit as our code calls them (and the commit that ends a record's transaction),
+  less the SQLite inside them: SQLAlchemy's own Python. Lazy loads and attribute
+  instrumentation are not in it (they happen inside our code's attribute reads), so
+  this is a lower bound of SQLAlchemy's cost;
 - *the rest*: our steps' own Python (threading, filing, routing, the SLA clocks,
   the rows of the record) and what the phases above leave out.
 

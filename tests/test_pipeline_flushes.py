@@ -2,8 +2,9 @@
 never hides a pending row from the query that needed it.
 
 The pipeline runs its reads without the autoflush when nothing of the tables they read
-is pending (daemon.tickets.reading); these tests hold the number of flushes per record
-down and prove the guard still flushes whenever a pending row could change an answer.
+is pending (daemon.tickets.reading, and read_rows for its Core lookups); these tests hold
+the number of flushes per record down and prove the guard still flushes whenever a
+pending row could change an answer.
 """
 from __future__ import annotations
 
