@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.generate_mbox import MAILBOX, PREFIX, client_domains
+from benchmarks.generate_mbox import MAILBOX, PREFIX, client_domains, write_mbox
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -98,7 +98,6 @@ def saved_store(folder: Path, count: int) -> tuple[Path, Path, tuple[float, int,
     """The generated mbox of COUNT mails saved into a migrated SQLite store in FOLDER,
     nothing processed (`helpdesk ingest --no-process`): its database, its config, and
     `timed` of the save (the migration is not timed)."""
-    from benchmarks.generate_mbox import write_mbox
     database = folder / "saved.db"
     config = write_config(folder, f"sqlite:///{database}")
     mbox = folder / "mail.mbox"

@@ -156,8 +156,8 @@ def process_start(folder: Path, config: Path) -> float:
     """CPU seconds of a `helpdesk ingest --no-process` over an empty mbox: its start."""
     empty = folder / "empty.mbox"
     empty.write_bytes(b"")
-    elapsed, code, _rss, cpu = timed(helpdesk(config, "ingest", str(empty), "--no-process",
-                                              stderr=subprocess.DEVNULL))
+    _seconds, code, _rss, cpu = timed(helpdesk(config, "ingest", str(empty), "--no-process",
+                                               stderr=subprocess.DEVNULL))
     if code != 0:
         raise SystemExit("helpdesk ingest of an empty mbox failed")
     return cpu

@@ -299,13 +299,13 @@ def next_number(session: Session, prefix: str) -> str:
     return f"{prefix}-{value}"
 
 
-def _increment(executor: Connection, prefix: str) -> int:
+def _increment(connection: Connection, prefix: str) -> int:
     # The row exists after a prefix's first ticket: try the increment first, and create
     # the row (then increment it) only when it is missing.
-    value = executor.execute(_INCREMENT, {"counter_prefix": prefix}).scalar_one_or_none()
+    value = connection.execute(_INCREMENT, {"counter_prefix": prefix}).scalar_one_or_none()
     if value is None:
-        _insert_ignore(executor, TicketCounter, {"prefix": prefix, "value": 0})
-        value = executor.execute(_INCREMENT, {"counter_prefix": prefix}).scalar_one()
+        _insert_ignore(connection, TicketCounter, {"prefix": prefix, "value": 0})
+        value = connection.execute(_INCREMENT, {"counter_prefix": prefix}).scalar_one()
     return value
 
 
