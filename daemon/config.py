@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 TIERS = ("L1", "L2", "L3")
 PRIORITIES = ("low", "normal", "high", "urgent")
 ROLES = ("technician", "coordinator")
+EXISTING_MAIL = ("archive", "process", "skip")
 EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 DURATION_RE = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m(?:in)?)?\s*(?:(\d+)\s*s)?\s*$")
 
@@ -59,6 +60,11 @@ class Mailbox:
     imap_done_folder: str | None = None
     new_mail: str = "create"
     language: str | None = None
+    # The first connection to a folder (no cursor yet): "archive" imports the mail already
+    # there as history, "process" takes it as new mail, "skip" starts after it. Under
+    # "archive", unseen mail younger than existing_unseen_live is still taken as new.
+    existing_mail: str = "archive"
+    existing_unseen_live: timedelta = timedelta(days=3)
 
     @property
     def pulls_imap(self) -> bool:
@@ -98,6 +104,8 @@ class Limits:
     # A mailbox whose last successful poll is older fails /healthz; None: see poll_stale_limit.
     poll_stale_after: timedelta | None = None
     min_free_bytes: int = 100 * 1024 * 1024  # `run` and `migrate` refuse a fuller data folder
+    # /healthz names "intake" this long after intake last failed to commit a mail.
+    intake_unhealthy_for: timedelta = timedelta(minutes=5)
 
     @property
     def poll_stale_limit(self) -> timedelta:
@@ -112,6 +120,18 @@ class TicketPolicy:
     attach_max_bytes: int = 5 * 1024 * 1024  # larger customer files reach technicians as links
     coordinator_digest: timedelta | None = None  # None: one notice per new ticket
     discard_keep_days: int = 30        # discarded quarantine records keep their bytes this long
+    # New tickets one sender may open per hour before the rest are held as one bundle;
+    # per address, and per domain for domains no configured client has. 0: no limit.
+    flood_per_address: int = 20
+    flood_per_domain: int = 20
+
+
+@dataclass(frozen=True)
+class MailAuth:
+    """Whose verdicts on a mail's origin are believed ([mail_auth])."""
+
+    # authserv-ids (RFC 8601) of our own receiving servers; empty: no verdict is believed.
+    trusted_authserv_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +145,7 @@ class Config:
     smtp_server: SmtpServer = field(default_factory=SmtpServer)
     limits: Limits = field(default_factory=Limits)
     tickets: TicketPolicy = field(default_factory=TicketPolicy)
+    mail_auth: MailAuth = field(default_factory=MailAuth)
     mailboxes: tuple[Mailbox, ...] = ()
     clients: tuple[Client, ...] = ()
     technicians: tuple[Technician, ...] = ()
@@ -258,6 +279,9 @@ def _mailbox(table: Any, where: str, problems: list[str], env: dict[str, str]) -
         imap_done_folder=r.get("imap_done_folder", str, None),
         new_mail=r.choice("new_mail", ("create", "form"), "create"),
         language=r.get("language", str, None),
+        existing_mail=r.choice("existing_mail", EXISTING_MAIL, Mailbox.existing_mail),
+        existing_unseen_live=r.convert("existing_unseen_live", parse_duration,
+                                       Mailbox.existing_unseen_live),
     )
     if mailbox.imap_host and not mailbox.imap_user:
         r.fail("imap_user", "is required when imap_host is set")
@@ -355,6 +379,8 @@ def _limits(doc: dict, problems: list[str]) -> Limits:
         idle_timeout=r.convert("idle_timeout", parse_duration, Limits.idle_timeout),
         poll_stale_after=r.convert("poll_stale_after", parse_duration, None),
         min_free_bytes=r.get("min_free_bytes", int, Limits.min_free_bytes),
+        intake_unhealthy_for=r.convert("intake_unhealthy_for", parse_duration,
+                                       Limits.intake_unhealthy_for),
     )
     if limits.min_free_bytes < 0:
         r.fail("min_free_bytes", f"must be 0 or more, got {limits.min_free_bytes}")
@@ -372,12 +398,25 @@ def _ticket_policy(doc: dict, problems: list[str]) -> TicketPolicy:
         attach_max_bytes=notifications.get("attach_max_bytes", int, TicketPolicy.attach_max_bytes),
         coordinator_digest=digest,
         discard_keep_days=tickets.get("discard_keep_days", int, TicketPolicy.discard_keep_days),
+        flood_per_address=tickets.get("flood_per_address", int, TicketPolicy.flood_per_address),
+        flood_per_domain=tickets.get("flood_per_domain", int, TicketPolicy.flood_per_domain),
     )
-    if policy.discard_keep_days < 0:
-        tickets.fail("discard_keep_days", f"must be 0 or more, got {policy.discard_keep_days}")
+    for name in ("discard_keep_days", "flood_per_address", "flood_per_domain"):
+        if getattr(policy, name) < 0:
+            tickets.fail(name, f"must be 0 or more, got {getattr(policy, name)}")
     tickets.finish()
     notifications.finish()
     return policy
+
+
+def _mail_auth(doc: dict, problems: list[str]) -> MailAuth:
+    r = _Reader(doc.get("mail_auth", {}), "mail_auth", problems)
+    ids = tuple(i.strip().lower() for i in r.strings("trusted_authserv_ids"))
+    for i, authserv_id in enumerate(ids):
+        if not authserv_id or any(c.isspace() or c == ";" for c in authserv_id):
+            r.fail(f"trusted_authserv_ids[{i}]", f"is not a host name: {authserv_id!r}")
+    r.finish()
+    return MailAuth(trusted_authserv_ids=ids)
 
 
 def derived(config: Config, key: tuple, build: Callable[[], Any]) -> Any:
@@ -404,8 +443,9 @@ def from_dict(doc: dict, *, env: dict[str, str] | None = None, source: Path | No
     """Build a Config from a parsed TOML document; raises ConfigError with every problem."""
     env = dict(os.environ if env is None else env)
     problems: list[str] = []
-    for name in sorted(set(doc) - {"helpdesk", "smtp_server", "limits", "tickets", "notifications", "mailboxes",
-                                    "clients", "technicians", *KNOWN_LATER_SECTIONS}):
+    for name in sorted(set(doc) - {"helpdesk", "smtp_server", "limits", "tickets", "notifications",
+                                    "mail_auth", "mailboxes", "clients", "technicians",
+                                    *KNOWN_LATER_SECTIONS}):
         problems.append(f"{name}: unknown section")
     mailboxes = [m for where, t in _tables(doc, "mailboxes", problems)
                  if (m := _mailbox(t, where, problems, env))]
@@ -419,6 +459,7 @@ def from_dict(doc: dict, *, env: dict[str, str] | None = None, source: Path | No
         smtp_server=_smtp_server(doc, problems),
         limits=_limits(doc, problems),
         tickets=_ticket_policy(doc, problems),
+        mail_auth=_mail_auth(doc, problems),
         mailboxes=tuple(mailboxes) or (DEFAULT_MAILBOX,),
         clients=tuple(clients),
         technicians=tuple(technicians),

@@ -72,6 +72,11 @@ class ParsedMail:
     attachments: list[ParsedAttachment] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)  # lower-cased name -> decoded first value
     defects: list[str] = field(default_factory=list)
+    # Every address of every From header: a From naming two people is nobody's (mail_auth).
+    from_addresses: list[str] = field(default_factory=list)
+    # Authentication-Results values as written, topmost (the last server's) first.
+    auth_results: list[str] = field(default_factory=list)
+    received_date: datetime | None = None  # the topmost (newest) Received header's date
 
 
 def parse_mail(raw: bytes, *, attachment_max_bytes: int | None = None) -> ParsedMail:
@@ -104,7 +109,7 @@ def _parse(raw: bytes, attachment_max_bytes: int | None) -> ParsedMail:
 
 def _assemble(raw_headers: dict[str, list[str]], headers: dict[str, str], body: _Body,
               hints: _CharsetHints, defects: list[str]) -> ParsedMail:
-    senders = _mailboxes(raw_headers.get("from", [])[:1], "from", hints, defects)
+    senders = _mailboxes(raw_headers.get("from", []), "from", hints, defects)
     from_name, from_email = senders[0] if senders else ("", "")
     return ParsedMail(
         subject=_one_line(headers.get("subject", "")),
@@ -122,6 +127,9 @@ def _assemble(raw_headers: dict[str, list[str]], headers: dict[str, str], body: 
         attachments=body.attachments,
         headers=headers,
         defects=defects,
+        from_addresses=list(dict.fromkeys(address for _name, address in senders)),
+        auth_results=[_one_line(v) for v in raw_headers.get("authentication-results", [])],
+        received_date=_received_date(raw_headers.get("received", [])[:1]),
     )
 
 
@@ -527,6 +535,9 @@ _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/]")
 
 
+_EVERY_VALUE = frozenset({"to", "cc", "from", "authentication-results"})
+
+
 def _raw_headers(message: Message, hints: _CharsetHints) -> dict[str, list[str]]:
     """Lower-cased name -> values as str (unfolded, 8-bit decoded, encoded words kept)."""
     headers: dict[str, list[str]] = {}
@@ -535,8 +546,8 @@ def _raw_headers(message: Message, hints: _CharsetHints) -> dict[str, list[str]]
         if not key:
             continue
         values = headers.setdefault(key, [])
-        # Only address lists are read past the first value; the rest would be wasted work.
-        if not values or key in ("to", "cc"):
+        # Only these are read past the first value; the rest would be wasted work.
+        if not values or key in _EVERY_VALUE:
             values.append(_header_text(str(value), hints))
     return headers
 
@@ -683,6 +694,13 @@ def _message_ids(value: str) -> list[str]:
     if len(unique) > MAX_MESSAGE_IDS:
         unique = unique[:1] + unique[-(MAX_MESSAGE_IDS - 1):]  # the root and the newest
     return unique
+
+
+def _received_date(values: list[str]) -> datetime | None:
+    """The date a Received header ends with, after its last ";" (RFC 5321 4.4)."""
+    if not values or ";" not in values[0]:
+        return None
+    return _parse_date(values[0].rpartition(";")[2].strip(), [])
 
 
 def _parse_date(value: str | None, defects: list[str]) -> datetime | None:

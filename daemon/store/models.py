@@ -160,6 +160,8 @@ class Ticket(Base):
     rating: Mapped[int | None] = mapped_column(Integer)
     rating_comment: Mapped[str | None] = mapped_column(Text)
     rated_at: Mapped[datetime | None]
+    # Filed from a mailbox's or an export's history: nothing was sent, no clock ran.
+    imported: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
     client: Mapped[Client | None] = relationship(lazy="joined")
     assignee: Mapped[Technician | None] = relationship(lazy="joined")
@@ -313,6 +315,36 @@ class OutboxMail(Base):
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
     __table_args__ = (Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),)
+
+
+class Flood(Base):
+    """A sender opening more new tickets an hour than the limit: the rest of their mail
+    goes into one held ticket (the bundle) and the coordinator hears of it once."""
+
+    __tablename__ = "floods"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sender: Mapped[str] = mapped_column(String(330))    # an address, or "@domain"
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
+    started_at: Mapped[datetime]
+    last_at: Mapped[datetime]
+    mails: Mapped[int] = mapped_column(Integer, default=0)
+    ticket: Mapped[Ticket] = relationship()
+    __table_args__ = (Index("ix_floods_sender_last_at", "sender", "last_at"),)
+
+
+class WebSession(Base):
+    """A signed-in web session: the cookie holds a random token, the store its hash, so
+    signing out, a password change or a disabled account ends it on the server."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    technician_id: Mapped[int] = mapped_column(ForeignKey("technicians.id"), index=True)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    ended_reason: Mapped[str | None] = mapped_column(String(32))  # signed_out, password, disabled, ...
+    client_ip: Mapped[str] = mapped_column(String(64), default="")
 
 
 class AutoReplyLog(Base):
