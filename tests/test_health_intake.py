@@ -13,6 +13,7 @@ real form; the clock is one the test steps, so "the window passed" is exact.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import smtplib
@@ -159,7 +160,6 @@ def intake():
     receivers = []
 
     def start(config, store, protocol: str = "smtp") -> Intake:
-        import dataclasses
         clock = StepClock()
         refusals = IntakeRefusals(clock.now)
         config = dataclasses.replace(config, smtp_server=dataclasses.replace(
