@@ -1,21 +1,25 @@
-"""What an operator's monitor asks: is the helpdesk healthy, and its figures in Prometheus' format.
+"""What an operator's monitor asks of /healthz: is the store, each mailbox and the intake well.
 
-Everything is read from the store at the moment of asking, so every process sharing a
-store answers alike and a restart loses no count.
+Asked often, so every check is cheap: `SELECT 1`, the cursors, a look at the data folder
+(no write), and the intake's refusals from this process's memory.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from daemon.config import Config
+from daemon.datadir import folders_to_check
+from daemon.ingest.refusals import IntakeRefusals, RefusalsSeen
 from daemon.store import Store
-from daemon.store.models import MailboxCursor, OutboxMail, RawMessage, Ticket
+from daemon.store.db import sqlite_file
+from daemon.store.models import MailboxCursor
 
 log = logging.getLogger(__name__)
 STORE_TIMEOUT_SECONDS = 3.0
@@ -27,6 +31,7 @@ class Health:
     """The answer of /healthz: `failing` names each part that is not well."""
 
     store: str = "ok"
+    intake: dict = field(default_factory=dict)
     mailboxes: list[dict] = field(default_factory=list)
     failing: list[str] = field(default_factory=list)
 
@@ -36,7 +41,7 @@ class Health:
 
     def as_dict(self) -> dict:
         return {"status": "ok" if self.healthy else "failing", "failing": self.failing,
-                "store": self.store, "mailboxes": self.mailboxes}
+                "store": self.store, "intake": self.intake, "mailboxes": self.mailboxes}
 
 
 def ping_store(store: Store, timeout: float = STORE_TIMEOUT_SECONDS) -> str | None:
@@ -66,8 +71,8 @@ def ping_store(store: Store, timeout: float = STORE_TIMEOUT_SECONDS) -> str | No
 
 
 def check_health(config: Config, store: Store, now: datetime, *, since: datetime,
-                 timeout: float = STORE_TIMEOUT_SECONDS) -> Health:
-    """Store reachable, and every IMAP mailbox polled successfully within the stale limit.
+                 refusals: IntakeRefusals, timeout: float = STORE_TIMEOUT_SECONDS) -> Health:
+    """Store reachable, intake able to commit, every IMAP mailbox polled within the stale limit.
 
     SINCE is when this process started: a mailbox never polled yet counts its lag from then.
     """
@@ -76,6 +81,10 @@ def check_health(config: Config, store: Store, now: datetime, *, since: datetime
     if problem:
         health.store = problem
         health.failing.append("store")
+    health.intake = intake_state(config, refusals.seen(), now, store_reachable=not problem)
+    if health.intake["state"] != "ok":
+        health.failing.append("intake")
+    if problem:
         return health
     with store.transaction() as session:
         cursors = {(c.mailbox, c.folder): c for c in session.scalars(select(MailboxCursor))}
@@ -89,6 +98,72 @@ def check_health(config: Config, store: Store, now: datetime, *, since: datetime
     return health
 
 
+# -- intake -------------------------------------------------------------------------------------
+def intake_state(config: Config, seen: RefusalsSeen, now: datetime, *,
+                 store_reachable: bool) -> dict:
+    """Can intake commit a mail now? `why` names each reason it cannot, in codes only.
+
+    A refusal keeps intake failing for `[limits] intake_unhealthy_for`: a monitor polling
+    every minute still sees a refusal that happened between two of its polls.
+    """
+    window = config.limits.intake_unhealthy_for
+    why = [] if store_reachable else ["store_unreachable"]
+    if seen.last_at is not None and now - seen.last_at < window:
+        why.append("recent_refusal")
+    why += [problem for problem in data_dir_problems(config) if problem not in why]
+    return {"state": "failing" if why else "ok", "why": why,
+            "last_failure_at": seen.last_at.isoformat() if seen.last_at else None,
+            "unhealthy_for_seconds": round(window.total_seconds()), "refusals": seen.counts}
+
+
+def data_dir_problems(config: Config) -> list[str]:
+    """What keeps the data folder (and the SQLite store's) from taking a mail, without writing.
+
+    `run` writes and syncs a probe at start (daemon.datadir); here a poll must stay cheap,
+    so it asks the file system: mounted read-only, not writable by us, short of space.
+    """
+    problems = []
+    for folder in folders_to_check(config):
+        problem = _folder_problem(folder, config.limits.min_free_bytes)
+        if problem and problem not in problems:
+            problems.append(problem)
+    database = sqlite_file(config.database_url)
+    if problems or database is None:
+        return problems  # a read-only folder makes its files read-only too: said once
+    if database.exists() and not os.access(database, os.W_OK):
+        log.warning("health check: store file %s is not writable", database)
+        problems.append("store_not_writable")
+    return problems
+
+
+def _folder_problem(folder: Path, min_free_bytes: int) -> str | None:
+    existing = _nearest_existing(folder)
+    try:
+        stats = os.statvfs(existing)
+    except OSError as exc:
+        log.warning("health check: data folder %s: %s", folder, exc)
+        return "data_dir_not_writable"
+    free = stats.f_bavail * stats.f_frsize
+    if stats.f_flag & os.ST_RDONLY:
+        problem = "data_dir_read_only"
+    elif not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        problem = "data_dir_not_writable"
+    elif free < max(min_free_bytes, 1):  # 0 free is full whatever the threshold
+        problem = "data_dir_low_on_space"
+    else:
+        return None
+    log.warning("health check: data folder %s: %s (%d bytes free)", folder, problem, free)
+    return problem
+
+
+def _nearest_existing(folder: Path) -> Path:
+    """FOLDER, or the parent its first writer would create it in (`run` makes it at start)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+# -- mailboxes ----------------------------------------------------------------------------------
 def _poller_state(address: str, folder: str, cursor: MailboxCursor | None, now: datetime,
                   since: datetime, limit: timedelta) -> dict:
     last = cursor.last_success_at if cursor else None
@@ -99,111 +174,3 @@ def _poller_state(address: str, folder: str, cursor: MailboxCursor | None, now: 
             "lag_seconds": max(0, round(lag)), "limit_seconds": round(limit.total_seconds()),
             "last_poll_failed": bool(cursor and cursor.last_error),
             "ok": lag <= limit.total_seconds()}
-
-
-# -- metrics --------------------------------------------------------------------------------
-@dataclass
-class Metric:
-    name: str
-    kind: str  # counter or gauge
-    help: str
-    samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
-
-    def add(self, value: float, **labels: str) -> None:
-        self.samples.append((labels, value))
-
-
-def _grouped(session: Session, *columns) -> list[tuple]:
-    return list(session.execute(select(*columns, func.count()).group_by(*columns)))
-
-
-def _mail_metrics(session: Session) -> list[Metric]:
-    received = Metric("helpdesk_mails_received_total", "counter",
-                      "Raw mails saved, by channel and mailbox (rows are never deleted).")
-    raw = Metric("helpdesk_raw_messages", "gauge", "Raw mail records by channel and status.")
-    processed = Metric("helpdesk_mails_processed_total", "counter",
-                       "Raw mails filed into a ticket or recognised as duplicates.")
-    quarantined = Metric("helpdesk_mails_quarantined", "gauge",
-                         "Raw mails in quarantine now (waiting for a fix and a retry).")
-    totals: dict[tuple[str, str], int] = {}
-    done = waiting = 0
-    for channel, mailbox, status, count in _grouped(session, RawMessage.channel,
-                                                    RawMessage.mailbox, RawMessage.status):
-        key = (channel, mailbox or "")
-        totals[key] = totals.get(key, 0) + count
-        done += count if status in ("processed", "duplicate") else 0
-        waiting += count if status == "quarantined" else 0
-    for (channel, mailbox), count in sorted(totals.items()):
-        received.add(count, channel=channel, mailbox=mailbox)
-    for channel, status, count in _grouped(session, RawMessage.channel, RawMessage.status):
-        raw.add(count, channel=channel, status=status)
-    processed.add(done)
-    quarantined.add(waiting)
-    return [received, raw, processed, quarantined]
-
-
-def _outbox_metrics(session: Session) -> list[Metric]:
-    outbox = Metric("helpdesk_outbox_mails", "gauge", "Outgoing mails by status.")
-    counts = dict.fromkeys(("pending", "sent", "failed"), 0)
-    counts.update(dict(_grouped(session, OutboxMail.status)))
-    for status, count in sorted(counts.items()):
-        outbox.add(count, status=status)
-    sent = Metric("helpdesk_mails_sent_total", "counter", "Outgoing mails delivered.")
-    sent.add(counts["sent"])
-    failed = Metric("helpdesk_mails_failed_total", "counter",
-                    "Outgoing mails given up on (permanent failure).")
-    failed.add(counts["failed"])
-    return [outbox, sent, failed]
-
-
-def _ticket_metrics(session: Session) -> list[Metric]:
-    tickets = Metric("helpdesk_tickets", "gauge", "Tickets by status and tier.")
-    for status, tier, count in sorted(_grouped(session, Ticket.status, Ticket.tier)):
-        tickets.add(count, status=status, tier=tier)
-    breaches = Metric("helpdesk_sla_breaches_total", "counter",
-                      "Tickets whose SLA clock was breached (breach notice sent), by clock.")
-    for clock, column in (("first_response", Ticket.first_response_breach_sent_at),
-                          ("resolution", Ticket.resolution_breach_sent_at)):
-        breaches.add(session.scalar(select(func.count()).where(column.is_not(None))) or 0,
-                     clock=clock)
-    return [tickets, breaches]
-
-
-def _poll_metrics(config: Config, session: Session, now: datetime, since: datetime) -> list[Metric]:
-    lag = Metric("helpdesk_poll_lag_seconds", "gauge",
-                 "Seconds since an IMAP mailbox was last polled successfully.")
-    failing = Metric("helpdesk_poll_failing", "gauge", "1 when the mailbox's last poll failed.")
-    cursors = {(c.mailbox, c.folder): c for c in session.scalars(select(MailboxCursor))}
-    for mailbox in (m for m in config.mailboxes if m.pulls_imap):
-        cursor = cursors.get((mailbox.address, mailbox.imap_folder))
-        last = cursor.last_success_at if cursor and cursor.last_success_at else since
-        labels = {"mailbox": mailbox.address, "folder": mailbox.imap_folder}
-        lag.add(max(0.0, (now - last).total_seconds()), **labels)
-        failing.add(1 if cursor and cursor.last_error else 0, **labels)
-    return [lag, failing]
-
-
-def collect_metrics(config: Config, store: Store, now: datetime, *, since: datetime) -> list[Metric]:
-    with store.transaction() as session:
-        return [*_mail_metrics(session), *_outbox_metrics(session), *_ticket_metrics(session),
-                *_poll_metrics(config, session, now, since)]
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def exposition(metrics: list[Metric]) -> str:
-    """The Prometheus text format (version 0.0.4)."""
-    lines: list[str] = []
-    for metric in metrics:
-        lines += [f"# HELP {metric.name} {metric.help}", f"# TYPE {metric.name} {metric.kind}"]
-        for labels, value in metric.samples:
-            inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
-            lines.append(f"{metric.name}{{{inner}}} {_number(value)}" if inner
-                         else f"{metric.name} {_number(value)}")
-    return "\n".join(lines) + "\n"

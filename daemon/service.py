@@ -1,6 +1,7 @@
 """The long-running daemon: IMAP pullers, SMTP receiver, the web, the pipeline and periodic jobs."""
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -16,6 +17,7 @@ from daemon.clock import Clock
 from daemon.config import Config
 from daemon.conversation import send_coordinator_digest
 from daemon.directory import sync_directory
+from daemon.ingest.refusals import IntakeRefusals
 from daemon.pipeline import Pipeline
 from daemon.store import Store
 from daemon.store.migrate import upgrade
@@ -45,6 +47,8 @@ class Daemon:
     def __init__(self, config: Config, store: Store, clock: Clock):
         self.config, self.store, self.clock = config, store, clock
         self.pipeline = Pipeline(config, store, clock)
+        # One for the receiver, the pullers and the web: /healthz sees every refusal.
+        self.intake_refusals = IntakeRefusals(clock.now)
         self.stop = threading.Event()
         self.wake = threading.Event()
         # "send" after "process" and "sla sweep", so that a run --once also sends what
@@ -62,7 +66,8 @@ class Daemon:
     # -- pieces -----------------------------------------------------------------------
     def pullers(self):
         from daemon.ingest.imap import ImapPuller
-        return [ImapPuller(self.config, mailbox, self.store, self.clock, on_saved=self.wake.set)
+        return [ImapPuller(self.config, mailbox, self.store, self.clock, on_saved=self.wake.set,
+                           on_refused=functools.partial(self.intake_refusals.record, "imap"))
                 for mailbox in self.config.mailboxes if mailbox.pulls_imap]
 
     def pbx_jobs(self) -> list[Job]:
@@ -145,11 +150,12 @@ class Daemon:
         receiver = None
         if self.config.smtp_server.enabled:
             from daemon.ingest.smtp import start_receiver
-            receiver = start_receiver(self.config, self.store, self.clock, on_saved=self.wake.set)
+            receiver = start_receiver(self.config, self.store, self.clock, on_saved=self.wake.set,
+                                      refusals=self.intake_refusals)
             log.info("%s receiver listening on %s:%s", self.config.smtp_server.protocol.upper(),
                      *self.config.smtp_server.listen)
         from webform.serve import start_web
-        web = start_web(self.config, self.store, self.clock)
+        web = start_web(self.config, self.store, self.clock, self.intake_refusals)
         for puller in self.pullers():
             self._start_thread(f"imap-{puller.mailbox.address}", lambda p=puller: p.run(self.stop))
         self._start_thread("pipeline", self._processor)

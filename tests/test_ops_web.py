@@ -1,4 +1,4 @@
-"""/healthz and /metrics: health from the store and pollers, Prometheus figures from known rows."""
+"""/healthz and /metrics: health from the store, pollers and intake; Prometheus figures from known rows."""
 from __future__ import annotations
 
 import re
@@ -64,6 +64,7 @@ def test_healthz_is_public_and_ok_with_a_fresh_poller(web_app, store):
     assert response.status_code == 200
     body = response.get_json()
     assert body["status"] == "ok" and body["failing"] == [] and body["store"] == "ok"
+    assert body["intake"]["state"] == "ok"
     [mailbox] = body["mailboxes"]
     assert mailbox["mailbox"] == "sklep@jantar.pl" and mailbox["ok"] is True
     assert 30 <= mailbox["lag_seconds"] < 60 and mailbox["limit_seconds"] == 660
@@ -100,7 +101,9 @@ def test_healthz_is_503_naming_the_store_when_it_is_unreachable(make_config, sql
     response = app.test_client().get("/healthz")
     assert response.status_code == 503
     body = response.get_json()
-    assert body["failing"] == ["store"] and body["store"].startswith("unreachable")
+    # Intake commits into the store: it cannot take mail either.
+    assert body["failing"] == ["store", "intake"] and body["store"].startswith("unreachable")
+    assert body["intake"]["why"] == ["store_unreachable"]
     assert password not in response.get_data(as_text=True)
     down.dispose()
 
@@ -147,6 +150,8 @@ def test_metrics_come_from_the_store_at_scrape_time(web_app, store):
     lag = value(samples, "helpdesk_poll_lag_seconds", mailbox="sklep@jantar.pl", folder="INBOX")
     assert 90 <= lag < 120
     assert value(samples, "helpdesk_poll_failing", mailbox="sklep@jantar.pl", folder="INBOX") == 1
+    for channel in ("smtp", "lmtp", "imap", "web"):  # no refusal yet, but every series there
+        assert value(samples, "helpdesk_intake_refusals_total", channel=channel) == 0
     assert IMAP_PASSWORD not in response.get_data(as_text=True)
 
 
@@ -167,12 +172,34 @@ def test_metrics_want_the_bearer_token_when_one_is_set(web_app):
     assert "helpdesk_tickets" in response.get_data(as_text=True)
 
 
-def test_metric_label_values_are_escaped():
-    from daemon.health import Metric, exposition
-    metric = Metric("helpdesk_test", "gauge", "x")
-    metric.add(1, mailbox='a"b\\c\nd')
-    samples = parse_exposition(exposition([metric]))
-    assert value(samples, "helpdesk_test", mailbox='a\\"b\\\\c\\nd') == 1
+def test_metric_label_values_are_escaped(app, store):
+    with store.transaction() as session:  # a mailbox as an old configuration may have named it
+        session.add(RawMessage(channel="smtp", mailbox='a"b\\c\nd', idempotency_key="k",
+                               sha256="0" * 64, size=1, raw=b"x", received_at=NOW))
+    samples = parse_exposition(app.test_client().get("/metrics").get_data(as_text=True))
+    assert value(samples, "helpdesk_mails_received_total", channel="smtp",
+                 mailbox='a\\"b\\\\c\\nd') == 1
+
+
+def test_metrics_speak_openmetrics_when_the_scraper_asks(app):
+    response = app.test_client().get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert response.status_code == 200
+    assert response.content_type.startswith("application/openmetrics-text")
+    text = response.get_data(as_text=True)
+    assert "# TYPE helpdesk_mails_received counter" in text and text.endswith("# EOF\n")
+
+
+def test_each_app_counts_on_a_registry_of_its_own(web_app):
+    from prometheus_client import REGISTRY
+    first, second = web_app(), web_app()
+    first.extensions["helpdesk"].intake_refusals.record("smtp")
+    counted = {}
+    for name, app in (("first", first), ("second", second)):
+        samples = parse_exposition(app.test_client().get("/metrics").get_data(as_text=True))
+        counted[name] = value(samples, "helpdesk_intake_refusals_total", channel="smtp")
+    assert counted == {"first": 1, "second": 0}
+    assert REGISTRY.get_sample_value("helpdesk_intake_refusals_total", {"channel": "smtp"}) is None
 
 
 # -- with a real IMAP poller ----------------------------------------------------------------------

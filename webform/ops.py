@@ -2,7 +2,7 @@
 
 /healthz is public and says only what is well and what is not, never a URL or an error
 text. /metrics answers loopback clients, or anyone with `[web] metrics_token` as a bearer
-token when one is set.
+token when one is set, in the text format or OpenMetrics as the scraper asks.
 """
 from __future__ import annotations
 
@@ -10,19 +10,24 @@ import hmac
 import ipaddress
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
+from prometheus_client.exposition import choose_encoder
 
-from daemon.health import check_health, collect_metrics, exposition
+from daemon.health import check_health
+from daemon.metrics import metrics_registry
 from webform import helpdesk
 from webform.auth import public
 
 blueprint = Blueprint("ops", __name__)
 STARTED_AT = "ops_started_at"
-PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+METRICS = "helpdesk_metrics"  # the app's own prometheus-client registry
 
 
 @blueprint.record_once
 def _note_start(state) -> None:
-    state.app.config[STARTED_AT] = state.app.extensions["helpdesk"].clock.now()
+    desk = state.app.extensions["helpdesk"]
+    started = state.app.config[STARTED_AT] = desk.clock.now()
+    state.app.extensions[METRICS] = metrics_registry(
+        desk.config, desk.store, desk.clock.now, since=started, refusals=desk.intake_refusals)
 
 
 def _started_at():
@@ -33,7 +38,8 @@ def _started_at():
 @public
 def healthz():
     desk = helpdesk()
-    health = check_health(desk.config, desk.store, desk.clock.now(), since=_started_at())
+    health = check_health(desk.config, desk.store, desk.clock.now(), since=_started_at(),
+                          refusals=desk.intake_refusals)
     response = jsonify(health.as_dict())
     response.status_code = 200 if health.healthy else 503
     return response
@@ -59,7 +65,5 @@ def _allowed() -> bool:
 def metrics():
     if not _allowed():
         abort(403)
-    desk = helpdesk()
-    text = exposition(collect_metrics(desk.config, desk.store, desk.clock.now(),
-                                      since=_started_at()))
-    return Response(text, mimetype=None, content_type=PROMETHEUS_TYPE)
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encode(current_app.extensions[METRICS]), content_type=content_type)

@@ -234,9 +234,13 @@ def file_report(report: Report, origin: str) -> tuple[int, str | None]:
     mailbox, now = form_mailbox(), desk.clock.now()
     envelope = {"form": {**report.values, "language": language(),
                          "attachments": [u.filename for u in report.uploads]}}
-    saved = save_raw(desk.store, channel="web", key=submission_key(report),
-                     raw=build_mail(report, desk.web.form, mailbox=mailbox, now=now), now=now,
-                     mailbox=mailbox, origin=origin, envelope=envelope)
+    raw = build_mail(report, desk.web.form, mailbox=mailbox, now=now)
+    try:
+        saved = save_raw(desk.store, channel="web", key=submission_key(report), raw=raw,
+                         now=now, mailbox=mailbox, origin=origin, envelope=envelope)
+    except Exception:  # not saved: the page says try again (503 for the store, webform.setup)
+        desk.intake_refusals.record("web")
+        raise
     try:
         if saved.created:
             Pipeline(desk.config, desk.store, desk.clock).process_one(saved.raw_id)

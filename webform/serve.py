@@ -12,6 +12,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from daemon.clock import Clock
 from daemon.config import Config
+from daemon.ingest.refusals import IntakeRefusals
 from daemon.store import Store
 from webform import create_app
 from webform.config import web_config
@@ -23,11 +24,11 @@ class WebServer:
     """The app on a listening socket; `start` serves from a thread, `stop` ends it."""
 
     def __init__(self, config: Config, store: Store, clock: Clock,
-                 listen: tuple[str, int] | None = None):
+                 listen: tuple[str, int] | None = None,
+                 intake_refusals: IntakeRefusals | None = None):
         host, port = listen or web_config(config).listen
-        self.server: BaseWSGIServer = make_server(host, port, create_app(config, store=store,
-                                                                          clock=clock),
-                                                  threaded=True)
+        app = create_app(config, store=store, clock=clock, intake_refusals=intake_refusals)
+        self.server: BaseWSGIServer = make_server(host, port, app, threaded=True)
         self._thread: threading.Thread | None = None
         # Access lines carry the form's prefill links (names, addresses): debug logging only.
         if not logging.getLogger().isEnabledFor(logging.DEBUG):
@@ -50,8 +51,11 @@ class WebServer:
             self._thread.join(timeout=30)
 
 
-def start_web(config: Config, store: Store, clock: Clock) -> WebServer | None:
-    """The web server for `helpdesk run`, started; None when [web] enabled = false."""
+def start_web(config: Config, store: Store, clock: Clock,
+              intake_refusals: IntakeRefusals | None = None) -> WebServer | None:
+    """The web server for `helpdesk run`, started; None when [web] enabled = false.
+
+    INTAKE_REFUSALS: the daemon's, so its /healthz sees its receiver's and pullers' refusals."""
     if not web_config(config).enabled:
         return None
-    return WebServer(config, store, clock).start()
+    return WebServer(config, store, clock, intake_refusals=intake_refusals).start()

@@ -119,11 +119,13 @@ class ImapPuller:
     batch_bytes = BATCH_BYTES
 
     def __init__(self, config: Config, mailbox: Mailbox, store: Store, clock: Clock,
-                 on_saved: Callable[[], None] | None = None, owner: str | None = None):
+                 on_saved: Callable[[], None] | None = None, owner: str | None = None,
+                 on_refused: Callable[[int], None] | None = None):
         if not mailbox.pulls_imap:
             raise ValueError(f"mailbox {mailbox.address} has no imap_host")
         self.config, self.mailbox, self.store, self.clock = config, mailbox, store, clock
         self.on_saved = on_saved
+        self.on_refused = on_refused  # (mails) a fetched batch could not be saved
         self.owner = owner or default_owner()
         self.folder = mailbox.imap_folder
         self.label = f"{mailbox.address}/{self.folder}"
@@ -346,10 +348,17 @@ class ImapPuller:
 
     def _save_batch(self, client: IMAPClient, folder: SelectedFolder, uids: list[int]) -> int:
         bodies = self._fetch(client, uids)
-        with self.store.transaction() as session:
-            self._advance_cursor(session, folder.uidvalidity, max(uids))
-            saved = [(uid, len(raw), added) for uid, raw in bodies.items()
-                     if (added := self._add(session, folder.uidvalidity, uid, raw))]
+        try:
+            with self.store.transaction() as session:
+                self._advance_cursor(session, folder.uidvalidity, max(uids))
+                saved = [(uid, len(raw), added) for uid, raw in bodies.items()
+                         if (added := self._add(session, folder.uidvalidity, uid, raw))]
+        except LeaseLost:
+            raise
+        except Exception:  # not saved, so not marked: the server keeps them for the next poll
+            if self.on_refused is not None:
+                self.on_refused(len(bodies))
+            raise
         # Committed: from here on a crash loses nothing, so the server may be told.
         for uid, size, added in saved:
             log.info("<%s> saved from %s UID %d (%d bytes)",

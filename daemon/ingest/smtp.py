@@ -22,6 +22,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.ingest.intake import Saved, content_key, header_message_id, save_raw
+from daemon.ingest.refusals import IntakeRefusals
 from daemon.store import Store
 
 log = logging.getLogger(__name__)
@@ -82,18 +83,21 @@ class IntakeHandler:
     The database call runs on `executor` so the event loop keeps serving other
     connections. `on_saved()` is called on that executor's thread right after each
     commit (also for a redelivery already stored); the daemon uses it to wake the
-    pipeline, so it must be quick and thread-safe.
+    pipeline, so it must be quick and thread-safe. A message that could not be saved
+    is answered 451 and recorded in `refusals` (the daemon shares it with /healthz).
     """
 
     def __init__(self, config: Config, store: Store, clock: Clock,
                  on_saved: Callable[[], None] | None = None, *,
-                 executor: Executor | None = None, save_timeout: float = SAVE_TIMEOUT):
+                 executor: Executor | None = None, save_timeout: float = SAVE_TIMEOUT,
+                 refusals: IntakeRefusals | None = None):
         self.config = config
         self.store = store
         self.clock = clock
         self.on_saved = on_saved
         self.executor = executor
         self.save_timeout = save_timeout
+        self.refusals = refusals or IntakeRefusals(clock.now)
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -119,6 +123,7 @@ class IntakeHandler:
         except Exception:  # anything of ours: the sender must retry, never bounce
             log.exception("<%s> not saved, answered 451 to %s", message_id,
                           _peer_host(session))
+            self.refusals.record(_channel(server))
             reply = REPLY_RETRY
         return _per_recipient(server, reply, len(envelope.rcpt_tos))
 
@@ -129,9 +134,9 @@ class IntakeHandler:
 
     async def _save_in_executor(self, server: SMTP, session: Session, envelope: Envelope,
                                 message_id: str) -> Saved:
-        channel = "lmtp" if isinstance(server, LMTP) else "smtp"
         save = functools.partial(
-            self._save, message_id, raw=envelope.original_content or b"", channel=channel,
+            self._save, message_id, raw=envelope.original_content or b"",
+            channel=_channel(server),
             mailbox=mailbox_for(self.config, envelope.rcpt_tos[0]),
             record=envelope_record(session, envelope), now=self.clock.now())
         return await asyncio.get_running_loop().run_in_executor(self.executor, save)
@@ -154,6 +159,10 @@ class IntakeHandler:
             self.on_saved()
         except Exception:  # the message is committed; the pipeline's poll will find it
             log.exception("<%s> saved, but waking the pipeline failed", message_id)
+
+
+def _channel(server: SMTP) -> str:
+    return "lmtp" if isinstance(server, LMTP) else "smtp"
 
 
 def _per_recipient(server: SMTP, reply: str, recipients: int) -> str:
@@ -250,12 +259,17 @@ class Receiver:
 
 
 def start_receiver(config: Config, store: Store, clock: Clock,
-                   on_saved: Callable[[], None] | None = None) -> Receiver:
-    """Listen on config.smtp_server.listen in its own thread; the caller checks `enabled`."""
+                   on_saved: Callable[[], None] | None = None, *,
+                   refusals: IntakeRefusals | None = None) -> Receiver:
+    """Listen on config.smtp_server.listen in its own thread; the caller checks `enabled`.
+
+    REFUSALS: where each 451 for a message not saved is recorded (the daemon's, shared
+    with its web's /healthz); without one the receiver keeps its own."""
     settings = config.smtp_server
     sock = listen_socket(*settings.listen)  # first: an address in use fails before threads
     executor = ThreadPoolExecutor(max_workers=SAVE_THREADS, thread_name_prefix="smtp-intake")
-    handler = IntakeHandler(config, store, clock, on_saved, executor=executor)
+    handler = IntakeHandler(config, store, clock, on_saved, executor=executor,
+                            refusals=refusals)
     controller = _IntakeController(
         handler, sock, IntakeLMTP if settings.protocol == "lmtp" else IntakeSMTP,
         data_size_limit=settings.max_message_size, enable_SMTPUTF8=True, decode_data=False,
