@@ -14,23 +14,23 @@ undeclared 8-bit headers, RFC 2047 and RFC 2231 — so later steps only ever see
 from __future__ import annotations
 
 import binascii
-import codecs
 import html
 import mimetypes
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email import utils as email_utils
 from email.feedparser import BytesFeedParser
 from email.message import Message
 from email.policy import compat32
-from functools import lru_cache
 
 import nh3
 from mailparser.dates import parse_mail_date
 from mailparser.utils import decode_base64_payload, get_addresses
+
+from daemon.charsets import MailCharsets, codec_name
 
 MAX_MIME_DEPTH = 50               # nesting deeper than this is an attack, not a mail
 MAX_MIME_PARTS = 1000             # parts read per mail; the rest are ignored with a defect
@@ -99,25 +99,25 @@ def _parse(raw: bytes, attachment_max_bytes: int | None) -> ParsedMail:
     if depth_exceeded:
         _note(defects, f"MIME nesting deeper than {MAX_MIME_DEPTH} levels: deeper parts ignored")
     parts = _walk_parts(message, defects)
-    hints = _CharsetHints([part for part, _depth in parts])
-    raw_headers = _raw_headers(message, hints)
-    headers = {name: _clean(_decode_words(values[0], hints)).strip()
+    charsets = MailCharsets(lambda: _declared_charsets(parts))
+    raw_headers = _raw_headers(message, charsets)
+    headers = {name: _clean(_decode_words(values[0], charsets)).strip()
                for name, values in raw_headers.items()}
-    body = _read_body(parts, hints, defects, attachment_max_bytes)
-    return _assemble(raw_headers, headers, body, hints, defects)
+    body = _read_body(parts, charsets, defects, attachment_max_bytes)
+    return _assemble(raw_headers, headers, body, charsets, defects)
 
 
 def _assemble(raw_headers: dict[str, list[str]], headers: dict[str, str], body: _Body,
-              hints: _CharsetHints, defects: list[str]) -> ParsedMail:
-    senders = _mailboxes(raw_headers.get("from", []), "from", hints, defects)
+              charsets: MailCharsets, defects: list[str]) -> ParsedMail:
+    senders = _mailboxes(raw_headers.get("from", []), "from", charsets, defects)
     from_name, from_email = senders[0] if senders else ("", "")
     return ParsedMail(
         subject=_one_line(headers.get("subject", "")),
         from_email=from_email,
         from_name=from_name,
-        to=_addresses(raw_headers.get("to", []), "to", hints, defects),
-        cc=_addresses(raw_headers.get("cc", []), "cc", hints, defects),
-        reply_to=_addresses(raw_headers.get("reply-to", [])[:1], "reply-to", hints, defects),
+        to=_addresses(raw_headers.get("to", []), "to", charsets, defects),
+        cc=_addresses(raw_headers.get("cc", []), "cc", charsets, defects),
+        reply_to=_addresses(raw_headers.get("reply-to", [])[:1], "reply-to", charsets, defects),
         message_id=next(iter(_message_ids(headers.get("message-id", ""))), None),
         in_reply_to=_message_ids(headers.get("in-reply-to", "")),
         references=_message_ids(headers.get("references", "")),
@@ -384,147 +384,12 @@ def _note(defects: list[str], text: str) -> None:
         defects.append(text)
 
 
-# --- charsets ------------------------------------------------------------------------
-
-
-# Labels seen in real mail that Python does not know, or knows as something narrower.
-_CHARSET_ALIASES: dict[str, str | None] = {
-    "unknown-8bit": None, "x-unknown": None, "unknown": None, "x-user-defined": None,
-    "default": None, "iso-8859-8-i": "iso8859-8", "iso-8859-6-i": "iso8859-6",
-    "x-mac-cyrillic": "mac-cyrillic", "x-mac-roman": "mac-roman", "x-sjis": "cp932",
-    "x-euc-jp": "euc_jp", "x-gbk": "gb18030", "unicode-1-1-utf-7": "utf-7",
-}
-# What mail clients really mean by these labels (the WHATWG encoding table agrees).
-_CODEC_SUPERSETS = {
-    "iso8859-1": "cp1252", "gb2312": "gb18030", "gbk": "gb18030", "euc_kr": "cp949",
-    "shift_jis": "cp932", "tis-620": "cp874",
-}
-# Text codecs that are not character sets: they would execute escapes or always fail.
-_NOT_CHARSETS = {"undefined", "unicode-escape", "raw-unicode-escape", "punycode", "idna",
-                 "mbcs", "oem", "charmap"}
-# A declared charset in this family says little about undeclared 8-bit header bytes.
-_WESTERN_CODECS = {"cp1252", "iso8859-15", "ascii"}
-_POLISH_LETTERS = frozenset("ąćęłńóśźżĄĆĘŁŃÓŚŹŻ")
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
-_C1_CONTROLS = re.compile(r"[\x80-\x9f]")
-
-
-@lru_cache(maxsize=256)
-def _codec_name(charset: str) -> str | None:
-    """Python's codec for a charset label, or None when unknown or not a character set."""
-    label = charset.strip().strip("\"'").lower()
-    label = _CHARSET_ALIASES.get(label, label)
-    if not label:
-        return None
-    try:
-        info = codecs.lookup(label)
-    except (LookupError, ValueError, TypeError):
-        return None
-    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
-        return None
-    return _CODEC_SUPERSETS.get(info.name, info.name)
-
-
-def _is_ascii_compatible(codec: str) -> bool:
-    return not codec.startswith(("utf-16", "utf-32", "utf-7"))
-
-
-class _CharsetHints:
-    """Charsets the mail declares for its parts: the best guess for undeclared 8-bit bytes.
-
-    Computed on first use only, because plain mails never need it.
-    """
-
-    def __init__(self, parts: list[Message]) -> None:
-        self._parts = parts
-        self._codecs: list[str] | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        if self._codecs is None:
-            self._codecs = self._declared()
-        return iter(self._codecs)
-
-    def _declared(self) -> list[str]:
-        found: list[str] = []
-        for part in self._parts:
-            charset = part.get_param("charset")
-            codec = _codec_name(charset) if isinstance(charset, str) else None
-            if codec and codec not in found and _is_ascii_compatible(codec):
-                found.append(codec)
-        return found
-
-
-def _decode_declared(data: bytes, charset: str | None, hints: Iterable[str]) -> str:
-    """Bytes in the charset their label names; a missing, unknown or lying label is guessed."""
-    codec = _codec_name(charset) if charset else None
-    if codec is None or codec == "ascii":
-        return _decode_unlabelled(data, hints)
-    if codec != "utf-8" and _is_ascii_compatible(codec) and not data.isascii():
-        # Mailers label utf-8 with their legacy default; valid utf-8 by accident is rare.
-        text = _strict(data, "utf-8")
-        if text is not None:
-            return text
-    text = _strict(data, codec)
-    if text is None and codec == "utf-8":
-        return _decode_unlabelled(data, hints)
-    if text is None:
-        return data.decode(codec, "replace")
-    if codec == "iso8859-2" and _C1_CONTROLS.search(text):
-        # ś, ź, Ś, Ź of windows-1250 are C1 controls in iso-8859-2: the label is wrong.
-        return _strict(data, "cp1250") or text
-    return text
-
-
-def _decode_unlabelled(data: bytes, hints: Iterable[str]) -> str:
-    """Undeclared bytes: utf-8, else a charset the mail declares, else the likelier of
-    windows-1250 and iso-8859-2 (the two code pages of Polish mail)."""
-    if data.isascii():
-        return data.decode("ascii")
-    text = _strict(data, "utf-8") or _mostly_utf8(data)
-    if text is not None:
-        return text
-    candidates: list[str] = []
-    for codec in hints:
-        text = _strict(data, codec) if codec not in ("utf-8", "ascii") else None
-        if text is None:
-            continue
-        if codec not in _WESTERN_CODECS:
-            return _decode_declared(data, codec, ())
-        candidates.append(text)  # latin-1 reads anything: let it compete below
-        break
-    candidates.extend(text for text in (_strict(data, "cp1250"), data.decode("iso8859-2"))
-                      if text is not None)
-    return max(candidates, key=_central_european_score)  # first of equals wins
-
-
-def _strict(data: bytes, codec: str) -> str | None:
-    try:
-        return data.decode(codec)
-    except (UnicodeError, LookupError):
-        return None
-
-
-def _mostly_utf8(data: bytes) -> str | None:
-    """utf-8 with a few broken bytes (a name cut mid-character), or None when the bytes
-    are another charset entirely."""
-    text = data.decode("utf-8", "replace")
-    broken = text.count("\ufffd")
-    return text if broken * 2 <= len(_NON_ASCII.findall(text)) else None
-
-
-def _central_european_score(text: str) -> int:
-    """Higher when the decoding yields letters (Polish ones most) rather than symbols."""
-    score = 0
-    for char in _NON_ASCII.findall(text[:20000]):
-        if char in _POLISH_LETTERS:
-            score += 2
-        elif char.isalpha():
-            score += 1
-        elif char <= "\x9f" or char == "\ufffd":
-            score -= 3
-        else:
-            score -= 1
-    return score
+def _declared_charsets(parts: list[tuple[Message, int]]) -> Iterator[str]:
+    """The charset labels the mail's parts declare, in reading order."""
+    for part, _depth in parts:
+        charset = part.get_param("charset")
+        if isinstance(charset, str):
+            yield charset
 
 
 # --- headers -------------------------------------------------------------------------
@@ -538,7 +403,7 @@ _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/]")
 _EVERY_VALUE = frozenset({"to", "cc", "from", "authentication-results"})
 
 
-def _raw_headers(message: Message, hints: _CharsetHints) -> dict[str, list[str]]:
+def _raw_headers(message: Message, charsets: MailCharsets) -> dict[str, list[str]]:
     """Lower-cased name -> values as str (unfolded, 8-bit decoded, encoded words kept)."""
     headers: dict[str, list[str]] = {}
     for name, value in message.raw_items():
@@ -548,19 +413,19 @@ def _raw_headers(message: Message, hints: _CharsetHints) -> dict[str, list[str]]
         values = headers.setdefault(key, [])
         # Only these are read past the first value; the rest would be wasted work.
         if not values or key in _EVERY_VALUE:
-            values.append(_header_text(str(value), hints))
+            values.append(_header_text(str(value), charsets))
     return headers
 
 
-def _header_text(value: str, hints: Iterable[str]) -> str:
+def _header_text(value: str, charsets: MailCharsets) -> str:
     value = _LINE_BREAKS.sub("", value[:MAX_HEADER_CHARS])
     if value.isascii():
         return value
     # The parser kept undeclared 8-bit bytes as surrogate escapes: get the bytes back.
-    return _decode_unlabelled(value.encode("utf-8", "surrogateescape"), hints)
+    return charsets.decode_unlabelled(value.encode("utf-8", "surrogateescape"))
 
 
-def _decode_words(text: str, hints: Iterable[str]) -> str:
+def _decode_words(text: str, charsets: MailCharsets) -> str:
     """Decode RFC 2047 encoded words, also glued to text, split mid-character or broken."""
     if "=?" not in text:
         return text
@@ -580,7 +445,7 @@ def _decode_words(text: str, hints: Iterable[str]) -> str:
             pieces.append((charset, data))
         position = match.end()
     pieces.append(text[position:])
-    return "".join(piece if isinstance(piece, str) else _decode_declared(piece[1], piece[0], hints)
+    return "".join(piece if isinstance(piece, str) else charsets.decode(piece[1], piece[0])
                    for piece in pieces)
 
 
@@ -619,16 +484,16 @@ def _clean(text: str) -> str:
 # --- addresses, identifiers, date ----------------------------------------------------
 
 
-def _addresses(values: list[str], header: str, hints: _CharsetHints,
+def _addresses(values: list[str], header: str, charsets: MailCharsets,
                defects: list[str]) -> list[str]:
     found: list[str] = []
-    for _name, address in _mailboxes(values, header, hints, defects):
+    for _name, address in _mailboxes(values, header, charsets, defects):
         if address not in found:
             found.append(address)
     return found
 
 
-def _mailboxes(values: list[str], header: str, hints: _CharsetHints,
+def _mailboxes(values: list[str], header: str, charsets: MailCharsets,
                defects: list[str]) -> list[tuple[str, str]]:
     """(display name, lower-cased address) pairs; members that are not mailboxes are skipped."""
     mailboxes: list[tuple[str, str]] = []
@@ -636,7 +501,7 @@ def _mailboxes(values: list[str], header: str, hints: _CharsetHints,
         pairs = _simple_mailboxes(value)
         if pairs is None:
             pairs = _recovered_mailboxes(value, header, defects)
-        mailboxes.extend((_clean(_decode_words(name, hints)).strip(), _clean(address).lower())
+        mailboxes.extend((_clean(_decode_words(name, charsets)).strip(), _clean(address).lower())
                          for name, address in pairs if _is_address(address))
     return mailboxes
 
@@ -739,29 +604,29 @@ class _Body:
         return "\n".join(safe_html(markup) for markup in self.markup)
 
 
-def _read_body(parts: list[tuple[Message, int]], hints: _CharsetHints, defects: list[str],
+def _read_body(parts: list[tuple[Message, int]], charsets: MailCharsets, defects: list[str],
                attachment_max_bytes: int | None) -> _Body:
     body = _Body()
     for number, (part, depth) in enumerate(parts, start=1):
         if depth > MAX_MIME_DEPTH:
             continue  # read headers-only by the bounded parser, noted as a defect already
         try:
-            _read_part(part, body, hints, defects, attachment_max_bytes)
+            _read_part(part, body, charsets, defects, attachment_max_bytes)
         except Exception as exc:  # one hostile part must not cost the rest of the mail
             _note(defects, f"part {number} skipped: {type(exc).__name__}: {exc}")
     return body
 
 
-def _read_part(part: Message, body: _Body, hints: _CharsetHints, defects: list[str],
+def _read_part(part: Message, body: _Body, charsets: MailCharsets, defects: list[str],
                attachment_max_bytes: int | None) -> None:
     if not _is_body_text(part):
         number = len(body.attachments) + 1
-        body.attachments.append(_attachment(part, number, hints, attachment_max_bytes))
+        body.attachments.append(_attachment(part, number, charsets, attachment_max_bytes))
         return
     charset = part.get_content_charset()
-    if charset and _codec_name(charset) is None:
+    if charset and codec_name(charset) is None:
         _note(defects, f"unknown charset {charset[:50]!r}: guessed")
-    text = _part_text(part, charset, hints)
+    text = _part_text(part, charset, charsets)
     if part.get_content_type() == "text/html":
         body.markup.append(_bounded_markup(text, defects))
     else:
@@ -790,12 +655,12 @@ _META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9_
                            re.IGNORECASE)
 
 
-def _part_text(part: Message, charset: str | None, hints: _CharsetHints) -> str:
+def _part_text(part: Message, charset: str | None, charsets: MailCharsets) -> str:
     data = _part_bytes(part)
     if charset is None and part.get_content_type() == "text/html":
         found = _META_CHARSET.search(data[:4096])
         charset = found.group(1).decode("ascii") if found else None
-    text = _decode_declared(data, charset, hints).lstrip("\ufeff")
+    text = charsets.decode(data, charset).lstrip("\ufeff")
     return _clean(text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
@@ -857,11 +722,11 @@ def _flatten(message: Message) -> bytes:
     return b"".join(chunks)
 
 
-def _attachment(part: Message, number: int, hints: _CharsetHints,
+def _attachment(part: Message, number: int, charsets: MailCharsets,
                 attachment_max_bytes: int | None) -> ParsedAttachment:
     content_type = part.get_content_type()
     data = _part_bytes(part)
-    filename = _safe_filename(_filename(part, hints), content_type, number)
+    filename = _safe_filename(_filename(part, charsets), content_type, number)
     content_id = _content_id(part)
     disposition = part.get_content_disposition()
     over_cap = attachment_max_bytes is not None and len(data) > attachment_max_bytes
@@ -876,19 +741,19 @@ def _attachment(part: Message, number: int, hints: _CharsetHints,
     )
 
 
-def _filename(part: Message, hints: _CharsetHints) -> str:
+def _filename(part: Message, charsets: MailCharsets) -> str:
     """The decoded file name (RFC 2231 or 2047 or raw 8-bit), "" when the part has none."""
-    source = _mime_headers(part, hints)
+    source = _mime_headers(part, charsets)
     for param, header in (("filename", "content-disposition"), ("name", "content-type")):
         value = source.get_param(param, None, header)
         if isinstance(value, tuple):  # RFC 2231: (charset, language, percent-decoded text)
-            return _clean(_decode_rfc2231(*value, hints))
+            return _clean(_decode_rfc2231(*value, charsets))
         if value:
-            return _clean(_decode_words(value, hints))
+            return _clean(_decode_words(value, charsets))
     return ""
 
 
-def _mime_headers(part: Message, hints: _CharsetHints) -> Message:
+def _mime_headers(part: Message, charsets: MailCharsets) -> Message:
     """The part itself, or a header-only copy with raw 8-bit bytes decoded when it has any:
     the stdlib would turn each such byte into U+FFFD before we see the parameters."""
     wanted = [(name, str(value)) for name, value in part.raw_items()
@@ -897,17 +762,17 @@ def _mime_headers(part: Message, hints: _CharsetHints) -> Message:
         return part
     view = Message()
     for name, value in wanted:
-        view[name] = _header_text(value, hints)
+        view[name] = _header_text(value, charsets)
     return view
 
 
 def _decode_rfc2231(charset: str | None, _language: str | None, text: str,
-                    hints: _CharsetHints) -> str:
+                    charsets: MailCharsets) -> str:
     try:
         data = text.encode("latin-1")  # percent-decoded bytes, one char each
     except UnicodeEncodeError:
         return text  # raw 8-bit bytes already decoded by _mime_headers
-    return _decode_declared(data, charset or None, hints)
+    return charsets.decode(data, charset or None)
 
 
 def _content_id(part: Message) -> str | None:
