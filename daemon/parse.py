@@ -1,15 +1,17 @@
 """Turn raw mail bytes into a ParsedMail: decoded headers, text, safe HTML, attachments.
 
-The MIME tree comes from the stdlib feed parser, bounded in depth and spared long base64
-runs (decoded from the raw bytes instead, see _read_spliced); mail-parser reads the
+The MIME tree comes from the stdlib feed parser, once daemon.headerblock has mended what
+would hide headers from it, bounded in depth and spared long base64 runs (decoded from
+the raw bytes instead, see _read_spliced); mail-parser reads the
 address lists (its structural recovery skips garbage instead of inventing mailboxes), the
 Date header and mangled base64. Building a full mail-parser object is avoided on purpose:
 it cannot bound nesting, decodes 8-bit headers by dropping the bytes it cannot read (the
 Polish letters), and its eager pass over every header, Received line and attachment costs
 several times the parse itself, on every mail.
 
-Everything a Polish mailbox receives is decoded here — utf-8, iso-8859-2, windows-1250,
-undeclared 8-bit headers, RFC 2047 and RFC 2231 — so later steps only ever see str.
+Everything a Polish mailbox receives is decoded here (the charsets by daemon.charsets) —
+utf-8, iso-8859-2, windows-1250, undeclared 8-bit headers, RFC 2047 and RFC 2231 — so
+later steps only ever see str.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from mailparser.dates import parse_mail_date
 from mailparser.utils import decode_base64_payload, get_addresses
 
 from daemon.charsets import MailCharsets, codec_name
+from daemon.headerblock import repaired as _repaired
 
 MAX_MIME_DEPTH = 50               # nesting deeper than this is an attack, not a mail
 MAX_MIME_PARTS = 1000             # parts read per mail; the rest are ignored with a defect
@@ -92,10 +95,10 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int | None = None) -> Parsed
 def _parse(raw: bytes, attachment_max_bytes: int | None) -> ParsedMail:
     if not raw or raw.isspace():
         raise UnparseableMail("empty input")
-    message, depth_exceeded = _read_message(_repaired(raw))
+    defects: list[str] = []
+    message, depth_exceeded = _read_message(_repaired(raw, defects))
     if not any(name.strip() for name in message.keys()):
         raise UnparseableMail("no header lines: not a mail message")
-    defects: list[str] = []
     if depth_exceeded:
         _note(defects, f"MIME nesting deeper than {MAX_MIME_DEPTH} levels: deeper parts ignored")
     parts = _walk_parts(message, defects)
@@ -161,27 +164,6 @@ class _BoundedFeedParser(BytesFeedParser):
             self._depth -= 1
             if too_deep:
                 self._headersonly = False
-
-
-_BYTE_ORDER_MARK = b"\xef\xbb\xbf"
-_SMTP_ENVELOPE = re.compile(rb"(?:HELO|EHLO|LHLO|MAIL FROM:)[^\n]*\n(?:.*\n)*?DATA\r?\n",
-                            re.IGNORECASE)
-_HEADER_BLOCK_END = re.compile(rb"\r?\n\r?\n|\r\r")
-_SPACE_BEFORE_COLON = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
-
-
-def _repaired(raw: bytes) -> bytes:
-    """Undo what stops the stdlib from seeing any header: a byte order mark, leading blank
-    lines, a batch-SMTP envelope, obsolete "Name :" header syntax (RFC 5322, 4.5)."""
-    raw = raw.removeprefix(_BYTE_ORDER_MARK).lstrip(b"\r\n")
-    envelope = _SMTP_ENVELOPE.match(raw)
-    if envelope:
-        raw = raw[envelope.end():]
-    block_end = _HEADER_BLOCK_END.search(raw)
-    head = raw[:block_end.start()] if block_end else raw
-    if _SPACE_BEFORE_COLON.search(head):
-        raw = _SPACE_BEFORE_COLON.sub(rb"\1:", head) + raw[len(head):]
-    return raw
 
 
 _FEED_CHUNK = 1 << 16

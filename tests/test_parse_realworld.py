@@ -1,0 +1,124 @@
+"""Real-world broken mail loses nothing: every case is a mail in tests/mails/realworld/,
+written byte for byte as the broken sender writes it (see the README there).
+
+Each mail is read three ways, as in test_parse.py (plain, and with base64 runs spliced
+at two thresholds), and the three must agree; then the same mails go through the real
+pipeline on SQLite and PostgreSQL, and through the real SMTP receiver.
+"""
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from daemon.clock import Clock
+from daemon.parse import UnparseableMail
+from daemon.pipeline import Pipeline
+from tests.conftest import NOW
+from tests.fixtures_smtp import send_verbatim
+from tests.test_parse_spliced import NEVER, PRODUCTION_MIN_RUN, outcome
+from tests.test_smtp_receiver import receiver  # noqa: F401  (the fixture)
+
+MAILS = Path(__file__).parent / "mails" / "realworld"
+
+
+def mail_file(name: str) -> bytes:
+    return (MAILS / name).read_bytes()
+
+
+def parse_mail(raw: bytes, **kwargs):
+    """parse_mail, checked to read the same with and without base64 splicing."""
+    result = outcome(raw, NEVER, **kwargs)
+    assert outcome(raw, PRODUCTION_MIN_RUN, **kwargs) == result == outcome(raw, 1, **kwargs)
+    if isinstance(result, tuple):
+        raise UnparseableMail(result[1])
+    return result
+
+
+def names(parsed) -> list[str]:
+    return [attachment.filename for attachment in parsed.attachments]
+
+
+# --- 1. a header continued on an unindented line ----------------------------------------
+
+
+def test_a_header_continued_on_an_unindented_line_stays_in_its_header():
+    parsed = parse_mail(mail_file("exchange-unindented-continuation.eml"))
+    assert parsed.subject == ("Awaria drukarki fiskalnej w sklepie nr 12 (kasa 3) - prosimy "
+                              "o pilny kontakt telefoniczny")
+    assert (parsed.from_email, parsed.from_name) == ("sklep12@bursztyn.pl", "Kierownik sklepu nr 12")
+    assert parsed.to == ["sklep@jantar.pl", "serwis@jantar.pl"]
+    assert parsed.message_id == "5f1e2d3c4b5a4f6e8d7c@EXCH-MBX02.bursztyn.local"
+    assert parsed.headers["received"].endswith("Tue, 24 Nov 2026 09:12:44 +0100")
+    assert parsed.received_date is not None
+    assert parsed.text.startswith("Dzień dobry,\n\ndrukarka fiskalna przy kasie 3")
+    assert any("unindented" in defect for defect in parsed.defects)
+
+
+def test_a_body_without_a_separator_is_not_taken_for_a_continuation():
+    parsed = parse_mail(b"From: a@example.com\nSubject: Kasa 3\nDzien dobry,\nkasa nie dziala.\n")
+    assert (parsed.subject, parsed.text) == ("Kasa 3", "Dzien dobry,\nkasa nie dziala.")
+    # An unknown "name:" line after it may be body text as much as a header: left alone.
+    parsed = parse_mail(b"Subject: temat\nTo nie jest naglowek\nUwaga: albo jest?\n\nTresc\n")
+    assert parsed.subject == "temat" and parsed.text.startswith("To nie jest naglowek\n")
+
+
+def test_a_boundary_right_after_the_headers_starts_the_body():
+    raw = (b"From: a@example.com\nSubject: brak pustej linii\n"
+           b"Content-Type: multipart/mixed; boundary=\"b1\"\n"
+           b"--b1\nContent-Type: text/plain\n\npierwsza\n"
+           b"--b1\nContent-Type: text/plain\n\ndruga\n--b1--\n")
+    parsed = parse_mail(raw)
+    assert (parsed.subject, parsed.text) == ("brak pustej linii", "pierwsza\ndruga")
+
+
+def test_a_quoted_header_block_in_a_body_without_separator_stays_body():
+    raw = (b"From: a@example.com\nSubject: Fwd: kasa\nPrzesylam ponizej.\n"
+           b"-----Original Message-----\nFrom: b@example.com\nSubject: kasa\n\nstara tresc\n")
+    parsed = parse_mail(raw)
+    assert (parsed.from_email, parsed.subject) == ("a@example.com", "Fwd: kasa")
+    assert parsed.text.startswith("Przesylam ponizej.\n-----Original Message-----\nFrom: b@")
+
+
+def test_corpus_mail_with_unindented_received_lines_keeps_its_sender(corpus_dir):
+    parsed = parse_mail((corpus_dir / "replies-threading" / "phpmmp__issue84.eml").read_bytes())
+    assert (parsed.from_email, parsed.from_name) == ("tyra3l@gmail.com", "Ferenc Kovacs")
+    assert parsed.subject == "Re: [PHP-DEV] [RFC] Remove PHP 4 Constructors"
+    assert parsed.in_reply_to and parsed.text
+
+
+# --- 2. junk before the first header ----------------------------------------------------
+
+
+@pytest.mark.parametrize("name, subject, sender, text", [
+    ("junk-escaped-from-line.eml", "Terminal platniczy w sklepie nr 7 nie laczy sie z bankiem",
+     "sklep7@bursztyn.pl", "Terminal pokazuje błąd połączenia z bankiem od rana."),
+    ("junk-outlook-header-banner.eml", "Wymiana czytnika kodow w markecie w Kartuzach",
+     "biuro@kaszub.com.pl", "Prosimy o wymianę czytnika przy kasie 2, skaner nie odczytuje kodów."),
+    ("junk-received-without-colon.eml", "Kasa 5: brak polaczenia z serwerem cen",
+     "kasa5@bursztyn.pl", "Automatyczny raport kasy 5: brak polaczenia z serwerem cen od 12:10."),
+])
+def test_junk_lines_before_the_first_header_are_skipped(name, subject, sender, text):
+    parsed = parse_mail(mail_file(name))
+    assert (parsed.subject, parsed.from_email, parsed.text) == (subject, sender, text)
+    assert parsed.to == ["sklep@jantar.pl"] and parsed.message_id
+    assert any("before the first header" in defect for defect in parsed.defects)
+
+
+def test_an_indented_first_header_is_read():
+    parsed = parse_mail(b" From: Jan <jan@bursztyn.pl>\nSubject: kasa\n\ntresc\n")
+    assert (parsed.from_email, parsed.subject, parsed.text) == ("jan@bursztyn.pl", "kasa", "tresc")
+
+
+@pytest.mark.parametrize("raw", [
+    b"To jest zwykly tekst.\nBez zadnych naglowkow.\n",
+    b"Notatka ze spotkania\nUwaga: to nie jest naglowek\n\nreszta\n",
+    b"linia 1\nlinia 2\nlinia 3\nlinia 4\nlinia 5\nlinia 6\nSubject: za daleko\n\ntresc\n",
+])
+def test_text_that_is_not_a_mail_is_still_refused(raw):
+    with pytest.raises(UnparseableMail):
+        parse_mail(raw)
