@@ -334,13 +334,26 @@ def _spliced_text(raw: bytes, texts: list[str], runs: list[tuple[int, int]]) -> 
     return "".join(chunks)
 
 
-def _walk_parts(message: Message, defects: list[str]) -> list[tuple[Message, int]]:
-    """Every part that is not a multipart container, in reading order, with its depth."""
-    leaves: list[tuple[Message, int]] = []
-    stack = [(message, 1)]
+# Where a part sits among multipart/alternative choices: (id of the alternative, number
+# of the choice holding the part), outermost first.
+_Branches = tuple[tuple[int, int], ...]
+
+
+@dataclass
+class _Leaf:
+    """A part that is not a multipart container."""
+    part: Message
+    depth: int
+    branches: _Branches
+
+
+def _walk_parts(message: Message, defects: list[str]) -> list[_Leaf]:
+    """Every part that is not a multipart container, in reading order."""
+    leaves: list[_Leaf] = []
+    stack: list[tuple[Message, int, _Branches]] = [(message, 1, ())]
     seen = 0
     while stack:
-        part, depth = stack.pop()
+        part, depth, branches = stack.pop()
         seen += 1
         if seen > MAX_MIME_PARTS:
             _note(defects, f"more than {MAX_MIME_PARTS} MIME parts: the rest ignored")
@@ -348,10 +361,13 @@ def _walk_parts(message: Message, defects: list[str]) -> list[tuple[Message, int
         for defect in part.defects:
             _note(defects, _describe_defect(defect))
         payload = part._payload  # get_payload() would decode 8-bit text lossily
-        if part.get_content_maintype() == "multipart" and isinstance(payload, list):
-            stack.extend((child, depth + 1) for child in reversed(payload))
+        if part.get_content_maintype() != "multipart" or not isinstance(payload, list):
+            leaves.append(_Leaf(part, depth, branches))
+        elif part.get_content_subtype() == "alternative":
+            stack.extend((child, depth + 1, (*branches, (id(part), choice)))
+                         for choice, child in reversed(list(enumerate(payload))))
         else:
-            leaves.append((part, depth))
+            stack.extend((child, depth + 1, branches) for child in reversed(payload))
     return leaves
 
 
@@ -366,10 +382,10 @@ def _note(defects: list[str], text: str) -> None:
         defects.append(text)
 
 
-def _declared_charsets(parts: list[tuple[Message, int]]) -> Iterator[str]:
+def _declared_charsets(parts: list[_Leaf]) -> Iterator[str]:
     """The charset labels the mail's parts declare, in reading order."""
-    for part, _depth in parts:
-        charset = part.get_param("charset")
+    for leaf in parts:
+        charset = leaf.part.get_param("charset")
         if isinstance(charset, str):
             yield charset
 
@@ -569,38 +585,62 @@ def _parse_date(value: str | None, defects: list[str]) -> datetime | None:
 
 
 @dataclass
+class _BodyText:
+    """A text part meant to be read in the mail, as decoded."""
+    content: str
+    is_html: bool
+    branches: _Branches
+
+
+@dataclass
 class _Body:
-    plain: list[str] = field(default_factory=list)
-    markup: list[str] = field(default_factory=list)
+    texts: list[_BodyText] = field(default_factory=list)
     attachments: list[ParsedAttachment] = field(default_factory=list)
 
     def text(self) -> str:
-        written = "\n".join(part.rstrip("\n") for part in self.plain if part.strip())
-        if written or not self.markup:
-            return written
-        return "\n".join(_html_to_text(markup) for markup in self.markup).strip("\n")
+        """Every plain part, and every HTML part that has no plain alternative (a mixed
+        or related part, or a disclaimer a gateway added), in reading order."""
+        written = _written_choices(self.texts)
+        pieces = []
+        for text in self.texts:
+            if not text.is_html:
+                pieces.append(text.content.rstrip("\n") if text.content.strip() else "")
+            elif not any(written.get(alternative, set()) - {choice}
+                         for alternative, choice in text.branches):
+                pieces.append(_html_to_text(text.content))
+        return "\n".join(piece for piece in pieces if piece)
 
     def html(self) -> str | None:
-        if not self.markup:
-            return None
-        return "\n".join(safe_html(markup) for markup in self.markup)
+        markup = [text.content for text in self.texts if text.is_html]
+        return "\n".join(safe_html(part) for part in markup) if markup else None
 
 
-def _read_body(parts: list[tuple[Message, int]], charsets: MailCharsets, defects: list[str],
+def _written_choices(texts: list[_BodyText]) -> dict[int, set[int]]:
+    """For each multipart/alternative, the choices that hold plain text."""
+    written: dict[int, set[int]] = {}
+    for text in texts:
+        if not text.is_html and text.content.strip():
+            for alternative, choice in text.branches:
+                written.setdefault(alternative, set()).add(choice)
+    return written
+
+
+def _read_body(parts: list[_Leaf], charsets: MailCharsets, defects: list[str],
                attachment_max_bytes: int | None) -> _Body:
     body = _Body()
-    for number, (part, depth) in enumerate(parts, start=1):
-        if depth > MAX_MIME_DEPTH:
+    for number, leaf in enumerate(parts, start=1):
+        if leaf.depth > MAX_MIME_DEPTH:
             continue  # read headers-only by the bounded parser, noted as a defect already
         try:
-            _read_part(part, body, charsets, defects, attachment_max_bytes)
+            _read_part(leaf, body, charsets, defects, attachment_max_bytes)
         except Exception as exc:  # one hostile part must not cost the rest of the mail
             _note(defects, f"part {number} skipped: {type(exc).__name__}: {exc}")
     return body
 
 
-def _read_part(part: Message, body: _Body, charsets: MailCharsets, defects: list[str],
+def _read_part(leaf: _Leaf, body: _Body, charsets: MailCharsets, defects: list[str],
                attachment_max_bytes: int | None) -> None:
+    part = leaf.part
     if not _is_body_text(part):
         number = len(body.attachments) + 1
         body.attachments.append(_attachment(part, number, charsets, attachment_max_bytes))
@@ -609,10 +649,10 @@ def _read_part(part: Message, body: _Body, charsets: MailCharsets, defects: list
     if charset and codec_name(charset) is None:
         _note(defects, f"unknown charset {charset[:50]!r}: guessed")
     text = _part_text(part, charset, charsets)
-    if part.get_content_type() == "text/html":
-        body.markup.append(_bounded_markup(text, defects))
-    else:
-        body.plain.append(text)
+    is_html = part.get_content_type() == "text/html"
+    if is_html:
+        text = _bounded_markup(text, defects)
+    body.texts.append(_BodyText(text, is_html, leaf.branches))
 
 
 def _is_body_text(part: Message) -> bool:

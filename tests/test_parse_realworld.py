@@ -122,3 +122,36 @@ def test_an_indented_first_header_is_read():
 def test_text_that_is_not_a_mail_is_still_refused(raw):
     with pytest.raises(UnparseableMail):
         parse_mail(raw)
+
+
+# --- 3. no part vanishes ----------------------------------------------------------------
+
+
+def test_unnamed_html_parts_beside_a_plain_part_reach_the_text():
+    parsed = parse_mail(mail_file("related-two-html-parts.eml"))
+    assert parsed.text == ("Raport kasy 3: błąd drukarki E-17.\n"
+                           "Raport kasy 4: kończy się papier w drukarce.\n"
+                           "--\nWiadomosc sprawdzona przez system antywirusowy Bursztyn.")
+    assert "E-17" in parsed.html and "papier" in parsed.html
+    [image] = parsed.attachments
+    assert (image.content_type, image.inline, image.data[:4]) == ("image/png", True, b"\x89PNG")
+
+
+def test_html_with_a_plain_alternative_stays_out_of_the_text():
+    raw = (b"From: a@example.com\nContent-Type: multipart/alternative; boundary=A\n\n"
+           b"--A\nContent-Type: text/plain\n\ncala tresc\n"
+           b"--A\nContent-Type: multipart/related; boundary=R\n\n"
+           b"--R\nContent-Type: text/html\n\n<p>cala</p>\n"
+           b"--R\nContent-Type: text/html\n\n<p>tresc</p>\n--R--\n--A--\n")
+    parsed = parse_mail(raw)
+    assert parsed.text == "cala tresc"
+    assert parsed.html == "<p>cala</p>\n<p>tresc</p>"
+
+
+def test_an_html_disclaimer_outside_the_alternative_reaches_the_text():
+    raw = (b"From: a@example.com\nContent-Type: multipart/mixed; boundary=M\n\n"
+           b"--M\nContent-Type: multipart/alternative; boundary=A\n\n"
+           b"--A\nContent-Type: text/plain\n\ntresc\n"
+           b"--A\nContent-Type: text/html\n\n<p>tresc</p>\n--A--\n"
+           b"--M\nContent-Type: text/html\n\n<p>Stopka firmowa</p>\n--M--\n")
+    assert parse_mail(raw).text == "tresc\nStopka firmowa"
