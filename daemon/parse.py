@@ -102,7 +102,8 @@ def _parse(raw: bytes, attachment_max_bytes: int | None) -> ParsedMail:
     if depth_exceeded:
         _note(defects, f"MIME nesting deeper than {MAX_MIME_DEPTH} levels: deeper parts ignored")
     parts = _walk_parts(message, defects)
-    charsets = MailCharsets(lambda: _declared_charsets(parts))
+    charsets = MailCharsets(lambda: _declared_charsets(message, parts),
+                            lambda text: _note(defects, text))
     raw_headers = _raw_headers(message, charsets)
     headers = {name: _clean(_decode_words(values[0], charsets)).strip()
                for name, values in raw_headers.items()}
@@ -382,12 +383,20 @@ def _note(defects: list[str], text: str) -> None:
         defects.append(text)
 
 
-def _declared_charsets(parts: list[_Leaf]) -> Iterator[str]:
-    """The charset labels the mail's parts declare, in reading order."""
+_ENCODED_WORD_CHARSET = re.compile(r"=\?([^?\s*]+)(?:\*[^?]*)?\?[bBqQ]\?")
+
+
+def _declared_charsets(message: Message, parts: list[_Leaf]) -> Iterator[str]:
+    """The charset labels the mail declares: its parts' first, then its encoded words'."""
     for leaf in parts:
         charset = leaf.part.get_param("charset")
         if isinstance(charset, str):
             yield charset
+    for part in (message, *(leaf.part for leaf in parts)):
+        for _name, value in part.raw_items():
+            text = str(value)[:MAX_HEADER_CHARS]
+            if "=?" in text:
+                yield from _ENCODED_WORD_CHARSET.findall(text)
 
 
 # --- headers -------------------------------------------------------------------------

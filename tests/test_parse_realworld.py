@@ -155,3 +155,60 @@ def test_an_html_disclaimer_outside_the_alternative_reaches_the_text():
            b"--A\nContent-Type: text/html\n\n<p>tresc</p>\n--A--\n"
            b"--M\nContent-Type: text/html\n\n<p>Stopka firmowa</p>\n--M--\n")
     assert parse_mail(raw).text == "tresc\nStopka firmowa"
+
+
+# --- 4. declared charsets are evidence for undeclared 8-bit bytes ------------------------
+
+
+@pytest.mark.parametrize("name", ["gb2312-filename-declared-in-subject.eml",
+                                  "gb2312-filename-western-text-first.eml"])
+def test_undeclared_gb2312_file_name_is_read_with_the_charset_the_mail_declares(name):
+    parsed = parse_mail(mail_file(name))
+    assert names(parsed) == ["报价单2026.xls"]
+    assert parsed.from_name == "李四"
+
+
+def test_a_polish_raw_file_name_still_reads_as_polish_beside_a_western_label():
+    raw = (b"From: a@example.com\nContent-Type: multipart/mixed; boundary=M\n\n"
+           b"--M\nContent-Type: text/plain; charset=iso-8859-1\n\nfaktura\n"
+           b"--M\nContent-Type: application/pdf\nContent-Disposition: attachment; filename=\""
+           + "Faktura_zażółć.pdf".encode("windows-1250") + b"\"\n\n%PDF\n--M--\n")
+    assert names(parse_mail(raw)) == ["Faktura_zażółć.pdf"]
+
+
+# --- 5. mislabelled charsets --------------------------------------------------------------
+
+
+def test_shift_jis_bytes_labelled_iso_2022_jp_are_read_as_shift_jis():
+    parsed = parse_mail(mail_file("iso-2022-jp-label-on-shift-jis.eml"))
+    assert parsed.subject == "レシートプリンタの修理依頼"
+    assert parsed.text == "レシートプリンタが印刷しません。確認をお願いします。"
+    assert parsed.from_name == "田中"
+    assert any("iso-2022-jp" in defect.lower() and "cp932" in defect for defect in parsed.defects)
+
+
+@pytest.mark.parametrize("label, text, written_in", [
+    ("iso-2022-jp", "領収書を再発行してください", "euc_jp"),
+    ("euc-jp", "①領収書", "cp932"),
+    ("windows-1252", "Źródło zasilania kasy", "cp1250"),
+    ("big5", "收據啱嘅", "big5hkscs"),
+    ("iso-8859-8", "קופה שָׁלוֹם", "cp1255"),
+])
+def test_a_mislabelled_body_is_read_with_a_relative_of_its_label(label, text, written_in):
+    data = text.encode(written_in)
+    with pytest.raises(UnicodeDecodeError):
+        data.decode(label)  # the label really lies
+    raw = (f"From: a@example.com\nContent-Type: text/plain; charset={label}\n"
+           f"Content-Transfer-Encoding: 8bit\n\n").encode() + data
+    parsed = parse_mail(raw)
+    assert parsed.text == text
+    assert any(written_in in defect for defect in parsed.defects)
+
+
+def test_bytes_no_relative_reads_are_replaced_visibly_with_a_defect_never_dropped():
+    # 0x81 then a space: no Japanese charset reads it, utf-8 neither.
+    raw = (b"From: a@example.com\nSubject: =?iso-2022-jp?b?" + base64.b64encode(b"kasa \x81 3")
+           + b"?=\nContent-Type: text/plain; charset=iso-2022-jp\n\nkasa \x81 3\n")
+    parsed = parse_mail(raw)
+    assert parsed.text == "kasa \ufffd 3" and parsed.subject == "kasa \ufffd 3"
+    assert any("U+FFFD" in defect for defect in parsed.defects)
