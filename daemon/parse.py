@@ -80,6 +80,10 @@ class ParsedMail:
     # Authentication-Results values as written, topmost (the last server's) first.
     auth_results: list[str] = field(default_factory=list)
     received_date: datetime | None = None  # the topmost (newest) Received header's date
+    # Where from_email came from: "from", or, when From names no usable address, the
+    # first of "reply-to", "sender", "return-path" that does; "" when none does. Only a
+    # "from" sender can be a technician (mail_auth relies on it).
+    sender_source: str = "from"
 
 
 def parse_mail(raw: bytes, *, attachment_max_bytes: int | None = None) -> ParsedMail:
@@ -114,7 +118,7 @@ def _parse(raw: bytes, attachment_max_bytes: int | None) -> ParsedMail:
 def _assemble(raw_headers: dict[str, list[str]], headers: dict[str, str], body: _Body,
               charsets: MailCharsets, defects: list[str]) -> ParsedMail:
     senders = _mailboxes(raw_headers.get("from", []), "from", charsets, defects)
-    from_name, from_email = senders[0] if senders else ("", "")
+    from_name, from_email, sender_source = _requester(senders, raw_headers, charsets, defects)
     return ParsedMail(
         subject=_one_line(headers.get("subject", "")),
         from_email=from_email,
@@ -134,7 +138,28 @@ def _assemble(raw_headers: dict[str, list[str]], headers: dict[str, str], body: 
         from_addresses=list(dict.fromkeys(address for _name, address in senders)),
         auth_results=[_one_line(v) for v in raw_headers.get("authentication-results", [])],
         received_date=_received_date(raw_headers.get("received", [])[:1]),
+        sender_source=sender_source,
     )
+
+
+# Who else a mail names as its sender, in the order they speak for the person: whom to
+# answer, who sent it on the author's behalf, where the server returns it.
+_SENDER_FALLBACKS = ("reply-to", "sender", "return-path")
+
+
+def _requester(senders: list[tuple[str, str]], raw_headers: dict[str, list[str]],
+               charsets: MailCharsets, defects: list[str]) -> tuple[str, str, str]:
+    """(name, address, header it came from) of the person the mail is from: From's first
+    mailbox, else the first a fallback header names; empty strings when none does."""
+    if senders:
+        return (*senders[0], "from")
+    for header in _SENDER_FALLBACKS:
+        values = [v for v in raw_headers.get(header, [])[:1] if v.strip() not in ("", "<>")]
+        found = _mailboxes(values, header, charsets, defects)
+        if found:
+            _note(defects, f"from: no usable address; the sender is taken from {header}")
+            return (*found[0], header)
+    return "", "", ""
 
 
 # --- reading the MIME tree ------------------------------------------------------------

@@ -212,3 +212,35 @@ def test_bytes_no_relative_reads_are_replaced_visibly_with_a_defect_never_droppe
     parsed = parse_mail(raw)
     assert parsed.text == "kasa \ufffd 3" and parsed.subject == "kasa \ufffd 3"
     assert any("U+FFFD" in defect for defect in parsed.defects)
+
+
+# --- 6. a requester when From is not usable -----------------------------------------------
+
+
+@pytest.mark.parametrize("name, email, display, source", [
+    ("from-missing-reply-to.eml", "sklep12@bursztyn.pl", "Sklep 12 - kierownik", "reply-to"),
+    ("from-undisclosed-sender.eml", "kasa2.sklep7@bursztyn.pl", "Kasa 2 Sklep 7", "sender"),
+    ("from-garbage-return-path.eml", "serwer-cen@bursztyn.pl", "", "return-path"),
+])
+def test_requester_comes_from_reply_to_sender_or_return_path(name, email, display, source):
+    parsed = parse_mail(mail_file(name))
+    assert (parsed.from_email, parsed.from_name, parsed.sender_source) == (email, display, source)
+    assert parsed.from_addresses == []  # From's own addresses only: there are none
+
+
+@pytest.mark.parametrize("from_header, expected", [
+    ("", ("reply@bursztyn.pl", "reply-to")),
+    ("From: <>\n", ("reply@bursztyn.pl", "reply-to")),
+    ("From: MAILER\n", ("reply@bursztyn.pl", "reply-to")),
+    ("From: Jan <jan@bursztyn.pl>\n", ("jan@bursztyn.pl", "from")),
+])
+def test_reply_to_beats_sender_beats_return_path_and_from_beats_all(from_header, expected):
+    raw = (f"{from_header}Return-Path: <bounce@bursztyn.pl>\nSender: sender@bursztyn.pl\n"
+           "Reply-To: reply@bursztyn.pl\nSubject: x\n\ntresc\n").encode()
+    parsed = parse_mail(raw)
+    assert (parsed.from_email, parsed.sender_source) == expected
+
+
+def test_a_null_return_path_names_nobody():
+    parsed = parse_mail(b"Return-Path: <>\nFrom: undisclosed-recipients:;\nSubject: x\n\ntresc\n")
+    assert (parsed.from_email, parsed.sender_source, parsed.from_addresses) == ("", "", [])
