@@ -782,8 +782,9 @@ def _attachment(part: Message, number: int, charsets: MailCharsets,
                 attachment_max_bytes: int | None) -> ParsedAttachment:
     content_type = part.get_content_type()
     data = _part_bytes(part)
-    filename = _safe_filename(_filename(part, charsets), content_type, number)
     content_id = _content_id(part)
+    name = _filename(part, charsets) or _unnamed_part_name(part, content_id, charsets)
+    filename = _safe_filename(name, content_type, number)
     disposition = part.get_content_disposition()
     over_cap = attachment_max_bytes is not None and len(data) > attachment_max_bytes
     return ParsedAttachment(
@@ -866,6 +867,45 @@ def _safe_filename(name: str, content_type: str, number: int) -> str:
 def safe_filename(name: str, content_type: str = "application/octet-stream") -> str:
     """The parser's rule for a file name anyone can send us, for uploads too."""
     return _safe_filename(name or "", content_type, 1)
+
+
+# The names mail clients show for the parts of delivery, read and abuse reports.
+_REPORT_PART_NAMES = {
+    "message/delivery-status": "delivery-status.txt",
+    "message/disposition-notification": "disposition-notification.txt",
+    "message/feedback-report": "feedback-report.txt",
+    "text/rfc822-headers": "rfc822-headers.txt",
+}
+
+
+def _unnamed_part_name(part: Message, content_id: str | None, charsets: MailCharsets) -> str:
+    """The name a technician knows a part without a file name by, "" when there is none:
+    an attached mail's subject, a report part's usual name, an inline image's
+    Content-ID when that is a file name (Outlook's "image001.png@01DB...")."""
+    content_type = part.get_content_type()
+    if content_type in ("message/rfc822", "message/global"):
+        return _attached_mail_name(part, charsets)
+    if content_type in _REPORT_PART_NAMES:
+        return _REPORT_PART_NAMES[content_type]
+    if content_id:
+        name = content_id.split("@", 1)[0].replace("\\", "/").rsplit("/", 1)[-1]
+        stem, dot, extension = name.rpartition(".")
+        if stem.strip(". ") and len(extension) <= 5 and extension.isascii() \
+                and extension.isalnum() and not extension.isdigit():
+            return name
+    return ""
+
+
+def _attached_mail_name(part: Message, charsets: MailCharsets) -> str:
+    """An attached mail's subject + ".eml", as Outlook saves one; "" without a subject."""
+    inner = part._payload[0] if isinstance(part._payload, list) and part._payload else None
+    subject = inner.get("subject") if inner is not None else None
+    if subject is None:
+        return ""
+    text = _one_line(_clean(_decode_words(_header_text(str(subject), charsets), charsets)))
+    if not any(char.isalnum() for char in text):
+        return ""
+    return text.replace("/", "_").replace("\\", "_") + ".eml"  # a "/" is no directory here
 
 
 def _generated_filename(content_type: str, number: int) -> str:

@@ -244,3 +244,41 @@ def test_reply_to_beats_sender_beats_return_path_and_from_beats_all(from_header,
 def test_a_null_return_path_names_nobody():
     parsed = parse_mail(b"Return-Path: <>\nFrom: undisclosed-recipients:;\nSubject: x\n\ntresc\n")
     assert (parsed.from_email, parsed.sender_source, parsed.from_addresses) == ("", "", [])
+
+
+# --- 7. unnamed parts named as a technician knows them -------------------------------------
+
+
+def test_an_attached_mail_is_named_after_its_subject():
+    parsed = parse_mail(mail_file("forwarded-as-attachment.eml"))
+    assert names(parsed) == ["Re_ Faktura 12_2026 – korekta.eml"]
+    assert b"Prosimy o korekte faktury 12/2026." in parsed.attachments[0].data
+
+
+def test_a_delivery_report_and_the_returned_mail_are_named():
+    parsed = parse_mail(mail_file("delivery-report.eml"))
+    assert names(parsed) == ["delivery-status.txt", "[#JAN-1042] Potwierdzenie zgloszenia.eml"]
+
+
+def test_an_inline_image_is_named_after_its_content_id():
+    parsed = parse_mail(mail_file("related-two-html-parts.eml"))
+    assert names(parsed) == ["image001.png"]
+    assert parsed.attachments[0].content_id == "image001.png@01DB3E2A.5C6F1B20"
+
+
+@pytest.mark.parametrize("part, name", [
+    (b"Content-Type: image/png\nContent-ID: <part1.06090408.01060107@example.com>\n\nx",
+     "attachment-1.png"),
+    (b"Content-Type: image/png\nContent-ID: <../../skan.png@example.com>\n\nx", "skan.png"),
+    (b"Content-Type: image/png\nContent-ID: <../../etc/passwd@example.com>\n\nx",
+     "attachment-1.png"),
+    (b"Content-Type: image/png; name=logo.png\nContent-ID: <image001.png@01D>\n\nx", "logo.png"),
+    (b"Content-Type: message/rfc822\n\nFrom: a@example.com\n\nbez tematu\n", "attachment-1.eml"),
+    (b"Content-Type: message/disposition-notification\n\nFinal-Recipient: rfc822; a@b\n",
+     "disposition-notification.txt"),
+    (b"Content-Type: text/rfc822-headers\n\nSubject: x\n", "rfc822-headers.txt"),
+])
+def test_other_unnamed_parts_get_safe_recognisable_names(part, name):
+    raw = (b"From: a@example.com\nContent-Type: multipart/mixed; boundary=M\n\n"
+           b"--M\nContent-Type: text/plain\n\ntresc\n--M\n" + part + b"\n--M--\n")
+    assert names(parse_mail(raw)) == [name]
