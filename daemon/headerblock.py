@@ -62,7 +62,7 @@ def repaired(raw: bytes, notes: list[str] | None = None) -> bytes:
     mended = head
     if _SPACE_BEFORE_COLON.search(mended):
         mended = _SPACE_BEFORE_COLON.sub(rb"\1:", mended)
-    if _ODD_LINE_START.search(mended) or mended[:1] in (b" ", b"\t"):
+    if mended and (_ODD_LINE_START.search(mended) or mended[:1] in (b" ", b"\t")):
         mended = _mended_lines(mended, notes if notes is not None else [])
     return raw if mended is head else mended + raw[len(head):]
 
@@ -99,10 +99,11 @@ def _without_junk(lines: list[bytes], notes: list[str]) -> list[bytes] | None:
         if not _is_known(header.group(1).decode("ascii")):
             return None
         envelope = [line for line in lines[:number] if line.startswith(b"From ")]
-        if number > len(envelope):
-            shown = lines[0].decode("ascii", "replace").strip()[:80]
-            notes.append(f"header block: {number - len(envelope)} line(s) of junk before the "
-                         f"first header skipped, the first: {shown!r}")
+        junk = [line for line in lines[:number] if not line.startswith(b"From ")]
+        if junk:
+            shown = junk[0].decode("ascii", "replace").strip()[:80]
+            notes.append(f"header block: {len(junk)} line(s) of junk before the first header "
+                         f"skipped, the first: {shown!r}")
         return envelope + lines[number:]
     return None
 
@@ -110,8 +111,9 @@ def _without_junk(lines: list[bytes], notes: list[str]) -> list[bytes] | None:
 def _last_joinable(lines: list[bytes], head: bytes) -> int:
     """The line number of the last known header before the body visibly starts (a MIME
     boundary, a second Subject): lines above it continue the header above them."""
-    boundaries = tuple(b"--" + found for found in _BOUNDARY.findall(head))
-    seen: set[bytes] = set()
+    # A header block declares one boundary; a few more are broken mail, thousands an attack.
+    boundaries = tuple(dict.fromkeys(b"--" + found for found in _BOUNDARY.findall(head)))[:8]
+    seen: set[str] = set()
     last_known = 0
     for number, line in enumerate(lines):
         if boundaries and line.startswith(boundaries):
