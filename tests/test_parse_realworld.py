@@ -118,9 +118,10 @@ def test_an_indented_first_header_is_read():
     b"To jest zwykly tekst.\nBez zadnych naglowkow.\n",
     b"Notatka ze spotkania\nUwaga: to nie jest naglowek\n\nreszta\n",
     b"linia 1\nlinia 2\nlinia 3\nlinia 4\nlinia 5\nlinia 6\nSubject: za daleko\n\ntresc\n",
+    b"HELO mx.bursztyn.pl\nMAIL FROM:<a@bursztyn.pl>\nRCPT TO:<sklep@jantar.pl>\nDATA\n",
 ])
 def test_text_that_is_not_a_mail_is_still_refused(raw):
-    with pytest.raises(UnparseableMail):
+    with pytest.raises(UnparseableMail, match="no header lines"):
         parse_mail(raw)
 
 
@@ -282,3 +283,144 @@ def test_other_unnamed_parts_get_safe_recognisable_names(part, name):
     raw = (b"From: a@example.com\nContent-Type: multipart/mixed; boundary=M\n\n"
            b"--M\nContent-Type: text/plain\n\ntresc\n--M\n" + part + b"\n--M--\n")
     assert names(parse_mail(raw)) == [name]
+
+
+# --- end to end: the pipeline on both backends, and the SMTP receiver -----------------------
+
+
+TICKETS = {
+    "exchange-unindented-continuation.eml": (
+        "Awaria drukarki fiskalnej w sklepie nr 12 (kasa 3) - prosimy o pilny kontakt telefoniczny",
+        "sklep12@bursztyn.pl", "przy kasie 3 nie drukuje", []),
+    "junk-escaped-from-line.eml": (
+        "Terminal platniczy w sklepie nr 7 nie laczy sie z bankiem", "sklep7@bursztyn.pl",
+        "błąd połączenia", []),
+    "junk-outlook-header-banner.eml": (
+        "Wymiana czytnika kodow w markecie w Kartuzach", "biuro@kaszub.com.pl",
+        "wymianę czytnika", []),
+    "junk-received-without-colon.eml": (
+        "Kasa 5: brak polaczenia z serwerem cen", "kasa5@bursztyn.pl", "serwerem cen od 12:10", []),
+    "related-two-html-parts.eml": (
+        "Raport dzienny kas - sklep 12", "raporty@bursztyn.pl", "kończy się papier",
+        ["image001.png"]),
+    "gb2312-filename-declared-in-subject.eml": (
+        "报价单 - POS打印机", "lisi@dongfang-pos.cn", "quotation", ["报价单2026.xls"]),
+    "iso-2022-jp-label-on-shift-jis.eml": (
+        "レシートプリンタの修理依頼", "tanaka@sakura-retail.co.jp", "印刷しません", []),
+    "from-missing-reply-to.eml": (
+        "Czytnik kart w sklepie 12 odrzuca karty zblizeniowe", "sklep12@bursztyn.pl",
+        "kod 65", []),
+    "from-undisclosed-sender.eml": (
+        "Kasa 2 w sklepie 7 restartuje sie co godzine", "kasa2.sklep7@bursztyn.pl",
+        "co godzine", []),
+    "from-garbage-return-path.eml": (
+        "Serwer cen: synchronizacja nie powiodla sie", "serwer-cen@bursztyn.pl", "timeout", []),
+    "forwarded-as-attachment.eml": (
+        "Fwd: korekta faktury za serwis", "jan.nowak@bursztyn.pl", "Przesylam dalej",
+        ["Re_ Faktura 12_2026 – korekta.eml"]),
+}
+
+
+def assert_ticket(ticket: dict, name: str) -> None:
+    subject, requester, words, attachments = TICKETS[name]
+    assert (ticket["subject"], ticket["requester"]) == (subject, requester), name
+    [message] = [m for m in ticket["messages"] if m["direction"] == "in"]
+    assert words in message["text"], (name, message["text"])
+    assert [a["filename"] for a in message["attachments"]] == attachments, name
+    assert all(a["stored"] for a in message["attachments"])
+
+
+def test_every_real_world_mail_makes_a_complete_ticket(desk):
+    for name in TICKETS:
+        assert desk.deliver(mail_file(name), now=NOW) == {"processed": 1}, name
+    tickets = desk.tickets()
+    assert len(tickets) == len(TICKETS)
+    for ticket, name in zip(tickets, TICKETS):
+        assert_ticket(ticket, name)
+    assert not [record for record in desk.raw_records() if record.status != "processed"]
+
+
+def test_real_world_mail_through_the_smtp_receiver_makes_a_complete_ticket(
+        receiver, store, desk, smtp_client):  # noqa: F811  (the fixture)
+    port = receiver().port
+    sent = ["exchange-unindented-continuation.eml", "junk-received-without-colon.eml",
+            "from-missing-reply-to.eml"]
+    for name in sent:
+        client = smtp_client(port)
+        client.ehlo("mx.bursztyn.pl")
+        client.mail("monitor@bursztyn.pl")
+        client.rcpt("sklep@jantar.pl")
+        assert send_verbatim(client, mail_file(name))[0] == 250, name
+    assert Pipeline(desk.config, store, Clock(start=NOW)).process_pending() == {"processed": 3}
+    for ticket, name in zip(desk.tickets(), sent):
+        assert_ticket(ticket, name)
+    assert [record.raw for record in desk.raw_records()] == [mail_file(name) for name in sent]
+
+
+# --- property: garbled header blocks -------------------------------------------------------
+
+
+KNOWN_NAMES = ["Received", "X-Mailer", "Thread-Topic", "To", "Cc", "Date", "Message-ID",
+               "Subject", "From", "Reply-To", "X-MS-Exchange-Organization-SCL"]
+WORDS = st.text(st.sampled_from("abcdefghijklmnoprstuwyzABCDEFGHIJąęłńóśźż0123456789()[]<>@.,;-_"),
+                min_size=1, max_size=12)
+JUNK_LINES = st.one_of(
+    st.just(">From kasa@bursztyn.pl  Tue Nov 24 10:02:11 2026"),
+    st.just("Microsoft Mail Internet Headers Version 2.0"),
+    st.just("Received from mx.bursztyn.pl by mx.jantar.pl"),
+    st.just("+OK 2345 octets"),
+    st.lists(WORDS, min_size=1, max_size=5).map(" ".join),
+)
+
+
+@st.composite
+def garbled_mails(draw):
+    """A multipart mail whose header block an Exchange gateway and a mailbox export broke:
+    folds that lost their indentation, junk lines before the first header, a BOM; and
+    the parts it must still yield (text markers, attachment bytes)."""
+    lines = []
+    for name in draw(st.lists(st.sampled_from(KNOWN_NAMES), min_size=1, max_size=8, unique=True)):
+        words = draw(st.lists(WORDS, min_size=1, max_size=12))
+        folds = sorted(draw(st.sets(st.integers(1, max(len(words) - 1, 1)), max_size=3)))
+        pieces = [" ".join(words[a:b]) for a, b in zip([0, *folds], [*folds, len(words)])]
+        indent = draw(st.sampled_from(["", " ", "\t"]))  # "": the gateway dropped it
+        lines += [f"{name}: {pieces[0]}"] + [indent + piece for piece in pieces[1:] if piece]
+    junk = draw(st.lists(JUNK_LINES, max_size=3))
+    texts = [f"tekst{n}" for n in range(draw(st.integers(0, 3)))]
+    files = [draw(st.binary(min_size=1, max_size=40)) for _ in range(draw(st.integers(0, 3)))]
+    htmls = [f"html{n}" for n in range(draw(st.integers(0, 2)))]
+    parts = [f"Content-Type: text/plain\n\n{t}\n".encode() for t in texts]
+    parts += [f"Content-Type: text/html\n\n<p>{h}</p>\n".encode() for h in htmls]
+    parts += [b"Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n"
+              + base64.encodebytes(data) for data in files]
+    order = draw(st.permutations(range(len(parts))))
+    head = "\n".join(junk + lines + ["MIME-Version: 1.0",
+                                     "Content-Type: multipart/mixed; boundary=GRANICA"])
+    body = b"".join(b"--GRANICA\n" + parts[i] + b"\n" for i in order) + b"--GRANICA--\n"
+    bom = draw(st.sampled_from([b"", b"\xef\xbb\xbf"]))
+    eol = draw(st.sampled_from([b"\n", b"\r\n"]))
+    raw = (bom + head.encode() + b"\n\n" + body).replace(b"\n", eol)
+    return raw, texts + htmls, files
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(garbled_mails())
+def test_a_garbled_header_block_never_loses_a_part(case):
+    raw, words, files = case
+    parsed = parse_mail(raw)  # never UnparseableMail: there are headers to find
+    for word in words:
+        assert word in parsed.text
+    assert sorted(a.data for a in parsed.attachments) == sorted(files)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(JUNK_LINES, st.binary(max_size=60).map(lambda b: b.decode("latin-1")),
+                          st.sampled_from(["Subject: kasa", "From: a@b.pl", " cd.", ":x", "--"])),
+                max_size=12),
+       st.binary(max_size=200))
+def test_any_header_garbage_is_read_or_refused_never_a_crash(lines, body):
+    raw = "\n".join(lines).encode("utf-8") + b"\n\n" + body
+    try:
+        parse_mail(raw)
+    except UnparseableMail:
+        pass
