@@ -2,11 +2,11 @@
 
 The MIME tree comes from the stdlib feed parser, once daemon.headerblock has mended what
 would hide headers from it, bounded in depth and spared long base64 runs (decoded from
-the raw bytes instead, see _read_spliced); mail-parser reads the
-address lists (its structural recovery skips garbage instead of inventing mailboxes), the
-Date header and mangled base64. Building a full mail-parser object is avoided on purpose:
-it cannot bound nesting, decodes 8-bit headers by dropping the bytes it cannot read (the
-Polish letters), and its eager pass over every header, Received line and attachment costs
+the raw bytes instead, see _read_spliced); mail-parser reads the address lists (its
+structural recovery skips garbage instead of inventing mailboxes), the Date header and
+mangled base64. Building a full mail-parser object is avoided on purpose: it cannot
+bound nesting, decodes 8-bit headers by dropping the bytes it cannot read (the Polish
+letters), and its eager pass over every header, Received line and attachment costs
 several times the parse itself, on every mail.
 
 Everything a Polish mailbox receives is decoded here (the charsets by daemon.charsets) —
