@@ -31,13 +31,13 @@ _CODEC_SUPERSETS = {
 # with, likeliest first. ISO-2022-JP is 7-bit, so 8-bit bytes under it are EUC-JP
 # (whose strict reading fails fast on Shift_JIS) or Shift_JIS; the rest are the
 # Windows code pages that extend the ISO ones.
+_JAPANESE_8BIT = ("euc_jp", "cp932")
 _RELATIVES = {
-    "iso2022_jp": ("euc_jp", "cp932"), "iso2022_jp_1": ("euc_jp", "cp932"),
-    "iso2022_jp_2": ("euc_jp", "cp932"), "iso2022_jp_3": ("euc_jp", "cp932"),
-    "iso2022_jp_ext": ("euc_jp", "cp932"), "euc_jp": ("cp932",), "cp932": ("euc_jp",),
-    "iso2022_kr": ("cp949",), "big5": ("big5hkscs", "cp950"), "gb18030": ("big5hkscs",),
-    "cp1252": ("cp1250",), "iso8859-7": ("cp1253",), "iso8859-8": ("cp1255",),
-    "iso8859-6": ("cp1256",),
+    **{codec: _JAPANESE_8BIT for codec in ("iso2022_jp", "iso2022_jp_1", "iso2022_jp_2",
+                                           "iso2022_jp_2004", "iso2022_jp_3", "iso2022_jp_ext")},
+    "euc_jp": ("cp932",), "cp932": ("euc_jp",), "iso2022_kr": ("cp949",),
+    "big5": ("big5hkscs", "cp950"), "cp1252": ("cp1250",), "iso8859-7": ("cp1253",),
+    "iso8859-8": ("cp1255",), "iso8859-6": ("cp1256",),
 }
 # Text codecs that are not character sets: they would execute escapes or always fail.
 _NOT_CHARSETS = {"undefined", "unicode-escape", "raw-unicode-escape", "punycode", "idna",

@@ -305,6 +305,9 @@ TICKETS = {
         ["image001.png"]),
     "gb2312-filename-declared-in-subject.eml": (
         "报价单 - POS打印机", "lisi@dongfang-pos.cn", "quotation", ["报价单2026.xls"]),
+    "gb2312-filename-western-text-first.eml": (
+        "Quotation POS printers", "lisi@dongfang-pos.cn", "quotation attached",
+        ["报价单2026.xls"]),
     "iso-2022-jp-label-on-shift-jis.eml": (
         "レシートプリンタの修理依頼", "tanaka@sakura-retail.co.jp", "印刷しません", []),
     "from-missing-reply-to.eml": (
