@@ -1,36 +1,39 @@
 """Turn raw mail bytes into a ParsedMail: decoded headers, text, safe HTML, attachments.
 
-The MIME tree comes from the stdlib feed parser, bounded in depth and spared long base64
-runs (decoded from the raw bytes instead, see _read_spliced); mail-parser reads the
-address lists (its structural recovery skips garbage instead of inventing mailboxes), the
-Date header and mangled base64. Building a full mail-parser object is avoided on purpose:
-it cannot bound nesting, decodes 8-bit headers by dropping the bytes it cannot read (the
-Polish letters), and its eager pass over every header, Received line and attachment costs
+The MIME tree comes from the stdlib feed parser, once daemon.headerblock has mended what
+would hide headers from it, bounded in depth and spared long base64 runs (decoded from
+the raw bytes instead, see _read_spliced); mail-parser reads the address lists (its
+structural recovery skips garbage instead of inventing mailboxes), the Date header and
+mangled base64. Building a full mail-parser object is avoided on purpose: it cannot
+bound nesting, decodes 8-bit headers by dropping the bytes it cannot read (the Polish
+letters), and its eager pass over every header, Received line and attachment costs
 several times the parse itself, on every mail.
 
-Everything a Polish mailbox receives is decoded here — utf-8, iso-8859-2, windows-1250,
-undeclared 8-bit headers, RFC 2047 and RFC 2231 — so later steps only ever see str.
+Everything a Polish mailbox receives is decoded here (the charsets by daemon.charsets) —
+utf-8, iso-8859-2, windows-1250, undeclared 8-bit headers, RFC 2047 and RFC 2231 — so
+later steps only ever see str.
 """
 from __future__ import annotations
 
 import binascii
-import codecs
 import html
 import mimetypes
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email import utils as email_utils
 from email.feedparser import BytesFeedParser
 from email.message import Message
 from email.policy import compat32
-from functools import lru_cache
 
 import nh3
 from mailparser.dates import parse_mail_date
 from mailparser.utils import decode_base64_payload, get_addresses
+
+from daemon.charsets import MailCharsets, codec_name
+from daemon.headerblock import repaired as _repaired
 
 MAX_MIME_DEPTH = 50               # nesting deeper than this is an attack, not a mail
 MAX_MIME_PARTS = 1000             # parts read per mail; the rest are ignored with a defect
@@ -77,6 +80,10 @@ class ParsedMail:
     # Authentication-Results values as written, topmost (the last server's) first.
     auth_results: list[str] = field(default_factory=list)
     received_date: datetime | None = None  # the topmost (newest) Received header's date
+    # Where from_email came from: "from", or, when From names no usable address, the
+    # first of "reply-to", "sender", "return-path" that does; "" when none does. Only a
+    # "from" sender can be a technician (mail_auth relies on it).
+    sender_source: str = "from"
 
 
 def parse_mail(raw: bytes, *, attachment_max_bytes: int | None = None) -> ParsedMail:
@@ -92,32 +99,33 @@ def parse_mail(raw: bytes, *, attachment_max_bytes: int | None = None) -> Parsed
 def _parse(raw: bytes, attachment_max_bytes: int | None) -> ParsedMail:
     if not raw or raw.isspace():
         raise UnparseableMail("empty input")
-    message, depth_exceeded = _read_message(_repaired(raw))
+    defects: list[str] = []
+    message, depth_exceeded = _read_message(_repaired(raw, defects))
     if not any(name.strip() for name in message.keys()):
         raise UnparseableMail("no header lines: not a mail message")
-    defects: list[str] = []
     if depth_exceeded:
         _note(defects, f"MIME nesting deeper than {MAX_MIME_DEPTH} levels: deeper parts ignored")
     parts = _walk_parts(message, defects)
-    hints = _CharsetHints([part for part, _depth in parts])
-    raw_headers = _raw_headers(message, hints)
-    headers = {name: _clean(_decode_words(values[0], hints)).strip()
+    charsets = MailCharsets(lambda: _declared_charsets(message, parts),
+                            lambda text: _note(defects, text))
+    raw_headers = _raw_headers(message, charsets)
+    headers = {name: _clean(_decode_words(values[0], charsets)).strip()
                for name, values in raw_headers.items()}
-    body = _read_body(parts, hints, defects, attachment_max_bytes)
-    return _assemble(raw_headers, headers, body, hints, defects)
+    body = _read_body(parts, charsets, defects, attachment_max_bytes)
+    return _assemble(raw_headers, headers, body, charsets, defects)
 
 
 def _assemble(raw_headers: dict[str, list[str]], headers: dict[str, str], body: _Body,
-              hints: _CharsetHints, defects: list[str]) -> ParsedMail:
-    senders = _mailboxes(raw_headers.get("from", []), "from", hints, defects)
-    from_name, from_email = senders[0] if senders else ("", "")
+              charsets: MailCharsets, defects: list[str]) -> ParsedMail:
+    senders = _mailboxes(raw_headers.get("from", []), "from", charsets, defects)
+    from_name, from_email, sender_source = _requester(senders, raw_headers, charsets, defects)
     return ParsedMail(
         subject=_one_line(headers.get("subject", "")),
         from_email=from_email,
         from_name=from_name,
-        to=_addresses(raw_headers.get("to", []), "to", hints, defects),
-        cc=_addresses(raw_headers.get("cc", []), "cc", hints, defects),
-        reply_to=_addresses(raw_headers.get("reply-to", [])[:1], "reply-to", hints, defects),
+        to=_addresses(raw_headers.get("to", []), "to", charsets, defects),
+        cc=_addresses(raw_headers.get("cc", []), "cc", charsets, defects),
+        reply_to=_addresses(raw_headers.get("reply-to", [])[:1], "reply-to", charsets, defects),
         message_id=next(iter(_message_ids(headers.get("message-id", ""))), None),
         in_reply_to=_message_ids(headers.get("in-reply-to", "")),
         references=_message_ids(headers.get("references", "")),
@@ -130,7 +138,28 @@ def _assemble(raw_headers: dict[str, list[str]], headers: dict[str, str], body: 
         from_addresses=list(dict.fromkeys(address for _name, address in senders)),
         auth_results=[_one_line(v) for v in raw_headers.get("authentication-results", [])],
         received_date=_received_date(raw_headers.get("received", [])[:1]),
+        sender_source=sender_source,
     )
+
+
+# Who else a mail names as its sender, in the order they speak for the person: whom to
+# answer, who sent it on the author's behalf, where the server returns it.
+_SENDER_FALLBACKS = ("reply-to", "sender", "return-path")
+
+
+def _requester(senders: list[tuple[str, str]], raw_headers: dict[str, list[str]],
+               charsets: MailCharsets, defects: list[str]) -> tuple[str, str, str]:
+    """(name, address, header it came from) of the person the mail is from: From's first
+    mailbox, else the first a fallback header names; empty strings when none does."""
+    if senders:
+        return (*senders[0], "from")
+    for header in _SENDER_FALLBACKS:
+        values = [v for v in raw_headers.get(header, [])[:1] if v.strip() not in ("", "<>")]
+        found = _mailboxes(values, header, charsets, defects)
+        if found:
+            _note(defects, f"from: no usable address; the sender is taken from {header}")
+            return (*found[0], header)
+    return "", "", ""
 
 
 # --- reading the MIME tree ------------------------------------------------------------
@@ -161,27 +190,6 @@ class _BoundedFeedParser(BytesFeedParser):
             self._depth -= 1
             if too_deep:
                 self._headersonly = False
-
-
-_BYTE_ORDER_MARK = b"\xef\xbb\xbf"
-_SMTP_ENVELOPE = re.compile(rb"(?:HELO|EHLO|LHLO|MAIL FROM:)[^\n]*\n(?:.*\n)*?DATA\r?\n",
-                            re.IGNORECASE)
-_HEADER_BLOCK_END = re.compile(rb"\r?\n\r?\n|\r\r")
-_SPACE_BEFORE_COLON = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
-
-
-def _repaired(raw: bytes) -> bytes:
-    """Undo what stops the stdlib from seeing any header: a byte order mark, leading blank
-    lines, a batch-SMTP envelope, obsolete "Name :" header syntax (RFC 5322, 4.5)."""
-    raw = raw.removeprefix(_BYTE_ORDER_MARK).lstrip(b"\r\n")
-    envelope = _SMTP_ENVELOPE.match(raw)
-    if envelope:
-        raw = raw[envelope.end():]
-    block_end = _HEADER_BLOCK_END.search(raw)
-    head = raw[:block_end.start()] if block_end else raw
-    if _SPACE_BEFORE_COLON.search(head):
-        raw = _SPACE_BEFORE_COLON.sub(rb"\1:", head) + raw[len(head):]
-    return raw
 
 
 _FEED_CHUNK = 1 << 16
@@ -352,13 +360,26 @@ def _spliced_text(raw: bytes, texts: list[str], runs: list[tuple[int, int]]) -> 
     return "".join(chunks)
 
 
-def _walk_parts(message: Message, defects: list[str]) -> list[tuple[Message, int]]:
-    """Every part that is not a multipart container, in reading order, with its depth."""
-    leaves: list[tuple[Message, int]] = []
-    stack = [(message, 1)]
+# Where a part sits among multipart/alternative choices: (id of the alternative, number
+# of the choice holding the part), outermost first.
+_Branches = tuple[tuple[int, int], ...]
+
+
+@dataclass
+class _Leaf:
+    """A part that is not a multipart container."""
+    part: Message
+    depth: int
+    branches: _Branches
+
+
+def _walk_parts(message: Message, defects: list[str]) -> list[_Leaf]:
+    """Every part that is not a multipart container, in reading order."""
+    leaves: list[_Leaf] = []
+    stack: list[tuple[Message, int, _Branches]] = [(message, 1, ())]
     seen = 0
     while stack:
-        part, depth = stack.pop()
+        part, depth, branches = stack.pop()
         seen += 1
         if seen > MAX_MIME_PARTS:
             _note(defects, f"more than {MAX_MIME_PARTS} MIME parts: the rest ignored")
@@ -366,10 +387,13 @@ def _walk_parts(message: Message, defects: list[str]) -> list[tuple[Message, int
         for defect in part.defects:
             _note(defects, _describe_defect(defect))
         payload = part._payload  # get_payload() would decode 8-bit text lossily
-        if part.get_content_maintype() == "multipart" and isinstance(payload, list):
-            stack.extend((child, depth + 1) for child in reversed(payload))
+        if part.get_content_maintype() != "multipart" or not isinstance(payload, list):
+            leaves.append(_Leaf(part, depth, branches))
+        elif part.get_content_subtype() == "alternative":
+            stack.extend((child, depth + 1, (*branches, (id(part), choice)))
+                         for choice, child in reversed(list(enumerate(payload))))
         else:
-            leaves.append((part, depth))
+            stack.extend((child, depth + 1, branches) for child in reversed(payload))
     return leaves
 
 
@@ -384,147 +408,20 @@ def _note(defects: list[str], text: str) -> None:
         defects.append(text)
 
 
-# --- charsets ------------------------------------------------------------------------
+_ENCODED_WORD_CHARSET = re.compile(r"=\?([^?\s*]+)(?:\*[^?]*)?\?[bBqQ]\?")
 
 
-# Labels seen in real mail that Python does not know, or knows as something narrower.
-_CHARSET_ALIASES: dict[str, str | None] = {
-    "unknown-8bit": None, "x-unknown": None, "unknown": None, "x-user-defined": None,
-    "default": None, "iso-8859-8-i": "iso8859-8", "iso-8859-6-i": "iso8859-6",
-    "x-mac-cyrillic": "mac-cyrillic", "x-mac-roman": "mac-roman", "x-sjis": "cp932",
-    "x-euc-jp": "euc_jp", "x-gbk": "gb18030", "unicode-1-1-utf-7": "utf-7",
-}
-# What mail clients really mean by these labels (the WHATWG encoding table agrees).
-_CODEC_SUPERSETS = {
-    "iso8859-1": "cp1252", "gb2312": "gb18030", "gbk": "gb18030", "euc_kr": "cp949",
-    "shift_jis": "cp932", "tis-620": "cp874",
-}
-# Text codecs that are not character sets: they would execute escapes or always fail.
-_NOT_CHARSETS = {"undefined", "unicode-escape", "raw-unicode-escape", "punycode", "idna",
-                 "mbcs", "oem", "charmap"}
-# A declared charset in this family says little about undeclared 8-bit header bytes.
-_WESTERN_CODECS = {"cp1252", "iso8859-15", "ascii"}
-_POLISH_LETTERS = frozenset("ąćęłńóśźżĄĆĘŁŃÓŚŹŻ")
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
-_C1_CONTROLS = re.compile(r"[\x80-\x9f]")
-
-
-@lru_cache(maxsize=256)
-def _codec_name(charset: str) -> str | None:
-    """Python's codec for a charset label, or None when unknown or not a character set."""
-    label = charset.strip().strip("\"'").lower()
-    label = _CHARSET_ALIASES.get(label, label)
-    if not label:
-        return None
-    try:
-        info = codecs.lookup(label)
-    except (LookupError, ValueError, TypeError):
-        return None
-    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
-        return None
-    return _CODEC_SUPERSETS.get(info.name, info.name)
-
-
-def _is_ascii_compatible(codec: str) -> bool:
-    return not codec.startswith(("utf-16", "utf-32", "utf-7"))
-
-
-class _CharsetHints:
-    """Charsets the mail declares for its parts: the best guess for undeclared 8-bit bytes.
-
-    Computed on first use only, because plain mails never need it.
-    """
-
-    def __init__(self, parts: list[Message]) -> None:
-        self._parts = parts
-        self._codecs: list[str] | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        if self._codecs is None:
-            self._codecs = self._declared()
-        return iter(self._codecs)
-
-    def _declared(self) -> list[str]:
-        found: list[str] = []
-        for part in self._parts:
-            charset = part.get_param("charset")
-            codec = _codec_name(charset) if isinstance(charset, str) else None
-            if codec and codec not in found and _is_ascii_compatible(codec):
-                found.append(codec)
-        return found
-
-
-def _decode_declared(data: bytes, charset: str | None, hints: Iterable[str]) -> str:
-    """Bytes in the charset their label names; a missing, unknown or lying label is guessed."""
-    codec = _codec_name(charset) if charset else None
-    if codec is None or codec == "ascii":
-        return _decode_unlabelled(data, hints)
-    if codec != "utf-8" and _is_ascii_compatible(codec) and not data.isascii():
-        # Mailers label utf-8 with their legacy default; valid utf-8 by accident is rare.
-        text = _strict(data, "utf-8")
-        if text is not None:
-            return text
-    text = _strict(data, codec)
-    if text is None and codec == "utf-8":
-        return _decode_unlabelled(data, hints)
-    if text is None:
-        return data.decode(codec, "replace")
-    if codec == "iso8859-2" and _C1_CONTROLS.search(text):
-        # ś, ź, Ś, Ź of windows-1250 are C1 controls in iso-8859-2: the label is wrong.
-        return _strict(data, "cp1250") or text
-    return text
-
-
-def _decode_unlabelled(data: bytes, hints: Iterable[str]) -> str:
-    """Undeclared bytes: utf-8, else a charset the mail declares, else the likelier of
-    windows-1250 and iso-8859-2 (the two code pages of Polish mail)."""
-    if data.isascii():
-        return data.decode("ascii")
-    text = _strict(data, "utf-8") or _mostly_utf8(data)
-    if text is not None:
-        return text
-    candidates: list[str] = []
-    for codec in hints:
-        text = _strict(data, codec) if codec not in ("utf-8", "ascii") else None
-        if text is None:
-            continue
-        if codec not in _WESTERN_CODECS:
-            return _decode_declared(data, codec, ())
-        candidates.append(text)  # latin-1 reads anything: let it compete below
-        break
-    candidates.extend(text for text in (_strict(data, "cp1250"), data.decode("iso8859-2"))
-                      if text is not None)
-    return max(candidates, key=_central_european_score)  # first of equals wins
-
-
-def _strict(data: bytes, codec: str) -> str | None:
-    try:
-        return data.decode(codec)
-    except (UnicodeError, LookupError):
-        return None
-
-
-def _mostly_utf8(data: bytes) -> str | None:
-    """utf-8 with a few broken bytes (a name cut mid-character), or None when the bytes
-    are another charset entirely."""
-    text = data.decode("utf-8", "replace")
-    broken = text.count("\ufffd")
-    return text if broken * 2 <= len(_NON_ASCII.findall(text)) else None
-
-
-def _central_european_score(text: str) -> int:
-    """Higher when the decoding yields letters (Polish ones most) rather than symbols."""
-    score = 0
-    for char in _NON_ASCII.findall(text[:20000]):
-        if char in _POLISH_LETTERS:
-            score += 2
-        elif char.isalpha():
-            score += 1
-        elif char <= "\x9f" or char == "\ufffd":
-            score -= 3
-        else:
-            score -= 1
-    return score
+def _declared_charsets(message: Message, parts: list[_Leaf]) -> Iterator[str]:
+    """The charset labels the mail declares: its parts' first, then its encoded words'."""
+    for leaf in parts:
+        charset = leaf.part.get_param("charset")
+        if isinstance(charset, str):
+            yield charset
+    for part in (message, *(leaf.part for leaf in parts)):
+        for _name, value in part.raw_items():
+            text = str(value)[:MAX_HEADER_CHARS]
+            if "=?" in text:
+                yield from _ENCODED_WORD_CHARSET.findall(text)
 
 
 # --- headers -------------------------------------------------------------------------
@@ -538,7 +435,7 @@ _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/]")
 _EVERY_VALUE = frozenset({"to", "cc", "from", "authentication-results"})
 
 
-def _raw_headers(message: Message, hints: _CharsetHints) -> dict[str, list[str]]:
+def _raw_headers(message: Message, charsets: MailCharsets) -> dict[str, list[str]]:
     """Lower-cased name -> values as str (unfolded, 8-bit decoded, encoded words kept)."""
     headers: dict[str, list[str]] = {}
     for name, value in message.raw_items():
@@ -548,19 +445,19 @@ def _raw_headers(message: Message, hints: _CharsetHints) -> dict[str, list[str]]
         values = headers.setdefault(key, [])
         # Only these are read past the first value; the rest would be wasted work.
         if not values or key in _EVERY_VALUE:
-            values.append(_header_text(str(value), hints))
+            values.append(_header_text(str(value), charsets))
     return headers
 
 
-def _header_text(value: str, hints: Iterable[str]) -> str:
+def _header_text(value: str, charsets: MailCharsets) -> str:
     value = _LINE_BREAKS.sub("", value[:MAX_HEADER_CHARS])
     if value.isascii():
         return value
     # The parser kept undeclared 8-bit bytes as surrogate escapes: get the bytes back.
-    return _decode_unlabelled(value.encode("utf-8", "surrogateescape"), hints)
+    return charsets.decode_unlabelled(value.encode("utf-8", "surrogateescape"))
 
 
-def _decode_words(text: str, hints: Iterable[str]) -> str:
+def _decode_words(text: str, charsets: MailCharsets) -> str:
     """Decode RFC 2047 encoded words, also glued to text, split mid-character or broken."""
     if "=?" not in text:
         return text
@@ -580,7 +477,7 @@ def _decode_words(text: str, hints: Iterable[str]) -> str:
             pieces.append((charset, data))
         position = match.end()
     pieces.append(text[position:])
-    return "".join(piece if isinstance(piece, str) else _decode_declared(piece[1], piece[0], hints)
+    return "".join(piece if isinstance(piece, str) else charsets.decode(piece[1], piece[0])
                    for piece in pieces)
 
 
@@ -619,16 +516,16 @@ def _clean(text: str) -> str:
 # --- addresses, identifiers, date ----------------------------------------------------
 
 
-def _addresses(values: list[str], header: str, hints: _CharsetHints,
+def _addresses(values: list[str], header: str, charsets: MailCharsets,
                defects: list[str]) -> list[str]:
     found: list[str] = []
-    for _name, address in _mailboxes(values, header, hints, defects):
+    for _name, address in _mailboxes(values, header, charsets, defects):
         if address not in found:
             found.append(address)
     return found
 
 
-def _mailboxes(values: list[str], header: str, hints: _CharsetHints,
+def _mailboxes(values: list[str], header: str, charsets: MailCharsets,
                defects: list[str]) -> list[tuple[str, str]]:
     """(display name, lower-cased address) pairs; members that are not mailboxes are skipped."""
     mailboxes: list[tuple[str, str]] = []
@@ -636,7 +533,7 @@ def _mailboxes(values: list[str], header: str, hints: _CharsetHints,
         pairs = _simple_mailboxes(value)
         if pairs is None:
             pairs = _recovered_mailboxes(value, header, defects)
-        mailboxes.extend((_clean(_decode_words(name, hints)).strip(), _clean(address).lower())
+        mailboxes.extend((_clean(_decode_words(name, charsets)).strip(), _clean(address).lower())
                          for name, address in pairs if _is_address(address))
     return mailboxes
 
@@ -722,50 +619,74 @@ def _parse_date(value: str | None, defects: list[str]) -> datetime | None:
 
 
 @dataclass
+class _BodyText:
+    """A text part meant to be read in the mail, as decoded."""
+    content: str
+    is_html: bool
+    branches: _Branches
+
+
+@dataclass
 class _Body:
-    plain: list[str] = field(default_factory=list)
-    markup: list[str] = field(default_factory=list)
+    texts: list[_BodyText] = field(default_factory=list)
     attachments: list[ParsedAttachment] = field(default_factory=list)
 
     def text(self) -> str:
-        written = "\n".join(part.rstrip("\n") for part in self.plain if part.strip())
-        if written or not self.markup:
-            return written
-        return "\n".join(_html_to_text(markup) for markup in self.markup).strip("\n")
+        """Every plain part, and every HTML part that has no plain alternative (a mixed
+        or related part, or a disclaimer a gateway added), in reading order."""
+        written = _written_choices(self.texts)
+        pieces = []
+        for text in self.texts:
+            if not text.is_html:
+                pieces.append(text.content.rstrip("\n") if text.content.strip() else "")
+            elif not any(written.get(alternative, set()) - {choice}
+                         for alternative, choice in text.branches):
+                pieces.append(_html_to_text(text.content))
+        return "\n".join(piece for piece in pieces if piece)
 
     def html(self) -> str | None:
-        if not self.markup:
-            return None
-        return "\n".join(safe_html(markup) for markup in self.markup)
+        markup = [text.content for text in self.texts if text.is_html]
+        return "\n".join(safe_html(part) for part in markup) if markup else None
 
 
-def _read_body(parts: list[tuple[Message, int]], hints: _CharsetHints, defects: list[str],
+def _written_choices(texts: list[_BodyText]) -> dict[int, set[int]]:
+    """For each multipart/alternative, the choices that hold plain text."""
+    written: dict[int, set[int]] = {}
+    for text in texts:
+        if not text.is_html and text.content.strip():
+            for alternative, choice in text.branches:
+                written.setdefault(alternative, set()).add(choice)
+    return written
+
+
+def _read_body(parts: list[_Leaf], charsets: MailCharsets, defects: list[str],
                attachment_max_bytes: int | None) -> _Body:
     body = _Body()
-    for number, (part, depth) in enumerate(parts, start=1):
-        if depth > MAX_MIME_DEPTH:
+    for number, leaf in enumerate(parts, start=1):
+        if leaf.depth > MAX_MIME_DEPTH:
             continue  # read headers-only by the bounded parser, noted as a defect already
         try:
-            _read_part(part, body, hints, defects, attachment_max_bytes)
+            _read_part(leaf, body, charsets, defects, attachment_max_bytes)
         except Exception as exc:  # one hostile part must not cost the rest of the mail
             _note(defects, f"part {number} skipped: {type(exc).__name__}: {exc}")
     return body
 
 
-def _read_part(part: Message, body: _Body, hints: _CharsetHints, defects: list[str],
+def _read_part(leaf: _Leaf, body: _Body, charsets: MailCharsets, defects: list[str],
                attachment_max_bytes: int | None) -> None:
+    part = leaf.part
     if not _is_body_text(part):
         number = len(body.attachments) + 1
-        body.attachments.append(_attachment(part, number, hints, attachment_max_bytes))
+        body.attachments.append(_attachment(part, number, charsets, attachment_max_bytes))
         return
     charset = part.get_content_charset()
-    if charset and _codec_name(charset) is None:
+    if charset and codec_name(charset) is None:
         _note(defects, f"unknown charset {charset[:50]!r}: guessed")
-    text = _part_text(part, charset, hints)
-    if part.get_content_type() == "text/html":
-        body.markup.append(_bounded_markup(text, defects))
-    else:
-        body.plain.append(text)
+    text = _part_text(part, charset, charsets)
+    is_html = part.get_content_type() == "text/html"
+    if is_html:
+        text = _bounded_markup(text, defects)
+    body.texts.append(_BodyText(text, is_html, leaf.branches))
 
 
 def _is_body_text(part: Message) -> bool:
@@ -790,12 +711,12 @@ _META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([A-Za-z0-9_
                            re.IGNORECASE)
 
 
-def _part_text(part: Message, charset: str | None, hints: _CharsetHints) -> str:
+def _part_text(part: Message, charset: str | None, charsets: MailCharsets) -> str:
     data = _part_bytes(part)
     if charset is None and part.get_content_type() == "text/html":
         found = _META_CHARSET.search(data[:4096])
         charset = found.group(1).decode("ascii") if found else None
-    text = _decode_declared(data, charset, hints).lstrip("\ufeff")
+    text = charsets.decode(data, charset).lstrip("\ufeff")
     return _clean(text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
@@ -857,12 +778,13 @@ def _flatten(message: Message) -> bytes:
     return b"".join(chunks)
 
 
-def _attachment(part: Message, number: int, hints: _CharsetHints,
+def _attachment(part: Message, number: int, charsets: MailCharsets,
                 attachment_max_bytes: int | None) -> ParsedAttachment:
     content_type = part.get_content_type()
     data = _part_bytes(part)
-    filename = _safe_filename(_filename(part, hints), content_type, number)
     content_id = _content_id(part)
+    name = _filename(part, charsets) or _unnamed_part_name(part, content_id, charsets)
+    filename = _safe_filename(name, content_type, number)
     disposition = part.get_content_disposition()
     over_cap = attachment_max_bytes is not None and len(data) > attachment_max_bytes
     return ParsedAttachment(
@@ -876,19 +798,19 @@ def _attachment(part: Message, number: int, hints: _CharsetHints,
     )
 
 
-def _filename(part: Message, hints: _CharsetHints) -> str:
+def _filename(part: Message, charsets: MailCharsets) -> str:
     """The decoded file name (RFC 2231 or 2047 or raw 8-bit), "" when the part has none."""
-    source = _mime_headers(part, hints)
+    source = _mime_headers(part, charsets)
     for param, header in (("filename", "content-disposition"), ("name", "content-type")):
         value = source.get_param(param, None, header)
         if isinstance(value, tuple):  # RFC 2231: (charset, language, percent-decoded text)
-            return _clean(_decode_rfc2231(*value, hints))
+            return _clean(_decode_rfc2231(*value, charsets))
         if value:
-            return _clean(_decode_words(value, hints))
+            return _clean(_decode_words(value, charsets))
     return ""
 
 
-def _mime_headers(part: Message, hints: _CharsetHints) -> Message:
+def _mime_headers(part: Message, charsets: MailCharsets) -> Message:
     """The part itself, or a header-only copy with raw 8-bit bytes decoded when it has any:
     the stdlib would turn each such byte into U+FFFD before we see the parameters."""
     wanted = [(name, str(value)) for name, value in part.raw_items()
@@ -897,17 +819,17 @@ def _mime_headers(part: Message, hints: _CharsetHints) -> Message:
         return part
     view = Message()
     for name, value in wanted:
-        view[name] = _header_text(value, hints)
+        view[name] = _header_text(value, charsets)
     return view
 
 
 def _decode_rfc2231(charset: str | None, _language: str | None, text: str,
-                    hints: _CharsetHints) -> str:
+                    charsets: MailCharsets) -> str:
     try:
         data = text.encode("latin-1")  # percent-decoded bytes, one char each
     except UnicodeEncodeError:
         return text  # raw 8-bit bytes already decoded by _mime_headers
-    return _decode_declared(data, charset or None, hints)
+    return charsets.decode(data, charset or None)
 
 
 def _content_id(part: Message) -> str | None:
@@ -945,6 +867,45 @@ def _safe_filename(name: str, content_type: str, number: int) -> str:
 def safe_filename(name: str, content_type: str = "application/octet-stream") -> str:
     """The parser's rule for a file name anyone can send us, for uploads too."""
     return _safe_filename(name or "", content_type, 1)
+
+
+# The names mail clients show for the parts of delivery, read and abuse reports.
+_REPORT_PART_NAMES = {
+    "message/delivery-status": "delivery-status.txt",
+    "message/disposition-notification": "disposition-notification.txt",
+    "message/feedback-report": "feedback-report.txt",
+    "text/rfc822-headers": "rfc822-headers.txt",
+}
+
+
+def _unnamed_part_name(part: Message, content_id: str | None, charsets: MailCharsets) -> str:
+    """The name a technician knows a part without a file name by, "" when there is none:
+    an attached mail's subject, a report part's usual name, an inline image's
+    Content-ID when that is a file name (Outlook's "image001.png@01DB...")."""
+    content_type = part.get_content_type()
+    if content_type in ("message/rfc822", "message/global"):
+        return _attached_mail_name(part, charsets)
+    if content_type in _REPORT_PART_NAMES:
+        return _REPORT_PART_NAMES[content_type]
+    if content_id:
+        name = content_id.split("@", 1)[0].replace("\\", "/").rsplit("/", 1)[-1]
+        stem, dot, extension = name.rpartition(".")
+        if stem.strip(". ") and len(extension) <= 5 and extension.isascii() \
+                and extension.isalnum() and not extension.isdigit():
+            return name
+    return ""
+
+
+def _attached_mail_name(part: Message, charsets: MailCharsets) -> str:
+    """An attached mail's subject + ".eml", as Outlook saves one; "" without a subject."""
+    inner = part._payload[0] if isinstance(part._payload, list) and part._payload else None
+    subject = inner.get("subject") if inner is not None else None
+    if subject is None:
+        return ""
+    text = _one_line(_clean(_decode_words(_header_text(str(subject), charsets), charsets)))
+    if not any(char.isalnum() for char in text):
+        return ""
+    return text.replace("/", "_").replace("\\", "_") + ".eml"  # a "/" is no directory here
 
 
 def _generated_filename(content_type: str, number: int) -> str:

@@ -316,7 +316,7 @@ def test_forwarded_mail_and_tnef_are_kept_as_files():
     parsed = parse_mail(raw)
     assert parsed.text == "see below"
     forwarded, tnef = parsed.attachments
-    assert (forwarded.filename, forwarded.content_type) == ("attachment-1.eml", "message/rfc822")
+    assert (forwarded.filename, forwarded.content_type) == ("Oryginal.eml", "message/rfc822")
     assert b"Subject: Oryginal" in forwarded.data and b"inner body" in forwarded.data
     assert (tnef.filename, tnef.data) == ("winmail.dat", b"x\x9f>\"\x00\x00")
 
