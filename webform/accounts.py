@@ -61,7 +61,11 @@ def by_session_token(session: Session, token: str) -> Technician | None:
 
 def authenticate(session: Session, email: str, password: str) -> Technician | None:
     """The active account with this address and password, else None (in constant-ish time)."""
-    technician = session.scalar(select(Technician).where(Technician.email == email.strip().lower()))
+    email = email.strip().lower()
+    # An address with a control character names no account (and PostgreSQL refuses NUL).
+    plausible = EMAIL_RE.match(email) and email.isprintable()
+    technician = session.scalar(select(Technician).where(Technician.email == email)) \
+        if plausible else None
     usable = technician is not None and technician.active and technician.password_hash
     stored = technician.password_hash if usable else _DECOY_HASH
     if check_password_hash(stored, password) and usable:

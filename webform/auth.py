@@ -19,10 +19,13 @@ from daemon.store.models import Technician
 from webform import helpdesk
 from webform.accounts import authenticate, by_session_token, session_token
 from webform.i18n import tr
+from webform.params import CONTROL_RE
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("auth", __name__)
 HOME = "/tickets"
+MAX_NEXT = 2000
+MAX_EMAIL = 320
 
 __all__ = ["blueprint", "coordinator_required", "login_required", "public", "Staff"]
 
@@ -99,14 +102,21 @@ def configure_login(app: Flask) -> None:
 
 # -- views -------------------------------------------------------------------------------------
 def _safe_next(target: str | None) -> str:
-    """Only a path on this site: never `//evil.example` or `https://evil.example`."""
-    if not target:
+    """Only a path on this site: never `//evil.example` or `https://evil.example`, nor
+    anything with a control character (a line break would split the Location header)."""
+    if not target or len(target) > MAX_NEXT or CONTROL_RE.search(target):
         return HOME
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") \
             or "\\" in target:
         return HOME
     return target
+
+
+def _next_field(source) -> str:
+    """`next` as the sign-in form carries it on: only a value _safe_next would follow."""
+    wanted = source.get("next", "")
+    return wanted if _safe_next(wanted) == wanted else ""
 
 
 def _client_ip() -> str:
@@ -116,7 +126,7 @@ def _client_ip() -> str:
 def _refused(email: str, wait: int):
     message = tr("Zbyt wiele nieudanych prób logowania. Spróbuj ponownie za {seconds} s.",
                  "Too many failed sign-in attempts. Try again in {seconds} s.", seconds=wait)
-    page = render_template("login.html", email=email, next=request.form.get("next", ""),
+    page = render_template("login.html", email=email, next=_next_field(request.form),
                            error=message)
     return page, 429, {"Retry-After": str(wait)}
 
@@ -127,8 +137,8 @@ def login():
     if request.method == "GET":
         if current_user.is_authenticated:
             return redirect(_safe_next(request.args.get("next")))
-        return render_template("login.html", email="", next=request.args.get("next", ""))
-    email = request.form.get("email", "").strip().lower()[:320]
+        return render_template("login.html", email="", next=_next_field(request.args))
+    email = request.form.get("email", "").strip().lower()[:MAX_EMAIL]
     password = request.form.get("password", "")
     key = (email, _client_ip())
     throttle = helpdesk().login_throttle
@@ -143,7 +153,7 @@ def login():
         if wait:
             return _refused(email, wait)
         error = tr("Nieprawidłowy e-mail lub hasło.", "Wrong email or password.")
-        return render_template("login.html", email=email, next=request.form.get("next", ""),
+        return render_template("login.html", email=email, next=_next_field(request.form),
                                error=error), 200
     throttle.succeeded(key)
     _start_session(staff)
