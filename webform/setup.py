@@ -35,6 +35,10 @@ def configure(app: Flask) -> None:
     desk = app.extensions["helpdesk"]
     desk.web = web = web_config(desk.config)
     desk.login_throttle = LoginThrottle(web.login_attempts, web.login_pause, web.login_pause_max)
+    if web.login_ip_attempts:
+        desk.login_ip_throttle = LoginThrottle(web.login_ip_attempts, web.login_pause,
+                                               web.login_pause_max,
+                                               forget_after=web.login_ip_window)
     desk.form_rate = RateLimit(web.form.rate_limit, web.form.rate_window)
     app.secret_key = secret_key(web, desk.config.data_dir)
     _cookies_and_limits(app, web, desk.config.web_url)
