@@ -7,11 +7,16 @@ is tests/test_web_input_walk.py.
 """
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
+import pytest
+from sqlalchemy import select
+
+from daemon.ratings import sign
+from daemon.store.models import Ticket
 from tests.fixtures_web import COORDINATOR, PASSWORD, TECHNICIAN, add_account, csrf_token, sign_in
-from tests.mailfactory import deliver, make_mail
 from tests.conftest import NOW
+from tests.mailfactory import deliver, make_mail
 
 SAFE_HOME = "/tickets"
 
@@ -117,8 +122,6 @@ def test_sign_in_with_a_nul_in_the_address_is_a_failed_sign_in(web_app):
 
 def ticket_number(client, store, config) -> str:
     deliver(store, config, make_mail(subject="Kasa nie drukuje", body="Pomocy"), now=NOW)
-    from sqlalchemy import select
-    from daemon.store.models import Ticket
     with store.transaction() as session:
         return session.scalar(select(Ticket.number))
 
@@ -166,3 +169,15 @@ def test_a_forwarded_address_too_long_for_the_store_still_signs_in(web_app):
     response = client.post("/login", headers={"X-Forwarded-For": "203.0.113." + "7" * 300},
                            data={"email": COORDINATOR, "password": PASSWORD, "csrf_token": token})
     assert response.status_code == 302
+
+
+def test_a_signed_in_coordinator_can_open_a_rating_link(staff, store):
+    """The walk found it: the rating page's layout asked who is signed in inside the view's
+    write transaction, and on SQLite that second transaction waited for the first (503)."""
+    desk = staff.application.extensions["helpdesk"]
+    number = ticket_number(staff, store, desk.config)
+    with store.transaction() as session:
+        ticket_id = session.scalar(select(Ticket.id).where(Ticket.number == number))
+    token = sign(staff.application.secret_key, ticket_id, 5, NOW + timedelta(days=1))
+    response = staff.get(f"/rate/{token}")
+    assert response.status_code == 200, response.status_code

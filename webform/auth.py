@@ -78,10 +78,14 @@ def coordinator_required(view):
 
 
 def _require_sign_in():
+    # Who is signed in is looked up now, for public pages too: a view's template asking
+    # later would open a second store transaction inside the view's own, which on SQLite
+    # waits for the view's write lock until it times out.
+    signed_in = current_user.is_authenticated
     view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
     if view is None or getattr(view, "public", False):
         return None  # unknown addresses fall through to 404/405
-    if not current_user.is_authenticated:
+    if not signed_in:
         return current_app.login_manager.unauthorized()
     return None
 
