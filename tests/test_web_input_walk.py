@@ -4,7 +4,7 @@
 For every rule of `app.url_map` and each of its methods, hypothesis draws values for the
 rule's path arguments, for every query parameter the view reads and, on POST views, for
 every form field (sent with the visit's valid CSRF token, so the view's own validation
-is what answers): huge numbers, far dates, NUL, CR/LF, 100 kB strings, wrong types (a
+is what answers), and for the headers pages read: huge numbers, far dates, NUL, CR/LF, 100 kB strings, wrong types (a
 repeated key, JSON, SQL, paths), unicode junk, and real values now and then so the
 deeper code runs too. Signed in as a technician, as a coordinator and anonymous, on
 both backends. No answer may be a 5xx or show a traceback (the app is in testing mode,
@@ -111,6 +111,11 @@ FIELD = st.one_of(VALUE, VALUE, st.lists(VALUE, min_size=2, max_size=3))  # a re
 FILE_NAMES = st.one_of(VALUE, st.sampled_from(["../../etc/passwd", "a\x00.exe", "CON",
                                                "paragon.txt", ".htaccess", "x" * 5000 + ".pdf"]))
 FILES = st.lists(st.tuples(FILE_NAMES, st.binary(max_size=64)), max_size=3)
+# Headers a view or the layout reads (language, /metrics' bearer token); a header value
+# cannot carry a line break at all, so only printable ones.
+HEADER = VALUE.filter(lambda value: value.isprintable() and len(value) < 8000)
+HEADERS = st.fixed_dictionaries({}, optional={"Accept-Language": HEADER, "Authorization": HEADER,
+                                              "Referer": HEADER})
 
 
 # -- the site ---------------------------------------------------------------------------------------
@@ -227,7 +232,8 @@ def draw_request(data, rule, method: str, samples: dict[str, str]) -> dict:
                               for filename, content in data.draw(FILES, label="files")]
             elif data.draw(st.booleans()):
                 form[name] = data.draw(FIELD, label=name)
-    return {"path": path_of(rule, path_values), "query_string": query, "data": form}
+    return {"path": path_of(rule, path_values), "query_string": query, "data": form,
+            "headers": data.draw(HEADERS, label="headers")}
 
 
 def walk(site: Site, who: str | None, examples: int) -> int:
