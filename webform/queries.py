@@ -17,7 +17,7 @@ from sqlalchemy.sql import Select, Subquery
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from daemon.config import PRIORITIES, TIERS
+from daemon.config import PRIORITIES, TIERS, parse_duration
 from daemon.store.models import Client, Message, Technician, Ticket
 from webform import params
 
@@ -74,6 +74,11 @@ def sla_due_expression() -> ColumnElement | None:
     return case(*whens, else_=resolution)
 
 
+FILTER_CHOICES = {"status": ("all", *STATUSES), "tier": TIERS, "priority": PRIORITIES,
+                  "held": ("0", "1"), "sla": ("overdue", "soon"), "sort": SORTS,
+                  "channel": CHANNELS}
+
+
 @dataclass(frozen=True)
 class TriageFilter:
     """The list's query parameters, checked; empty strings mean "any"."""
@@ -100,32 +105,24 @@ class TriageFilter:
     def from_args(cls, args) -> TriageFilter:
         """From request.args; raises webform.params.BadParameter (a 400 naming it) for a
         value no form of ours would send."""
-        values = {name: params.line(args, name) for name in cls.FIELDS}
+        values = {name: params.choice(args, name, FILTER_CHOICES[name])
+                  if name in FILTER_CHOICES else params.line(args, name) for name in cls.FIELDS}
+        params.duration(args, "older_than")  # within bounds, so older_than_delta is too
         values["after"] = params.line(args, "after", max_chars=60)
         values["limit"] = params.whole_number(args, "limit", default=PAGE_SIZE, low=1,
                                               high=MAX_PAGE_SIZE)
         chosen = cls(**values)
-        chosen.check()
-        return chosen
-
-    def check(self) -> None:
-        allowed = {"status": ("", "all", *STATUSES), "tier": ("", *TIERS),
-                   "priority": ("", *PRIORITIES), "held": ("", "0", "1"),
-                   "sla": ("", "overdue", "soon"), "sort": ("", *SORTS),
-                   "channel": ("", *CHANNELS)}
-        for name, choices in allowed.items():
-            params.choice({name: getattr(self, name)}, name, choices)
-        params.duration({"older_than": self.older_than}, "older_than")
-        if self.after:
+        if chosen.after:
             try:
-                decode_cursor(self.after, self.effective_sort)
+                decode_cursor(chosen.after, chosen.effective_sort)
             except BadQuery:
                 raise params.BadParameter("after", "to nie jest kursor tej listy",
                                           "not a cursor of this list") from None
+        return chosen
 
     @property
     def older_than_delta(self) -> timedelta | None:
-        return params.duration({"older_than": self.older_than}, "older_than")
+        return parse_duration(self.older_than) if self.older_than else None
 
     @property
     def effective_sort(self) -> str:

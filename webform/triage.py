@@ -21,10 +21,10 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
                    send_file, url_for)
-from werkzeug.datastructures import MultiDict
 from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.datastructures import MultiDict
 
 from daemon.parse import safe_filename
 from daemon.config import PRIORITIES, TIERS
@@ -35,12 +35,11 @@ from daemon.pipeline import Pipeline
 from daemon.quarantine import discard_quarantined, retry_quarantined
 from daemon.reports import DIMENSIONS, L1_TARGET, hours, percent, report, weekly
 from daemon.store.models import Attachment, Blob, Message, RawMessage, Technician, Ticket
-from webform import helpdesk
+from webform import helpdesk, params
 from webform.auth import coordinator_required
 from webform.charts import Series, bar_chart, heat_map, line_chart
 from webform.i18n import language, tr
 from webform.mailview import mail_html
-from webform import params
 from webform.params import BadParameter
 from webform.queries import (STATUSES, TriageFilter, filter_choices, has_sla, ticket_sla_due,
                              triage_counts, triage_page)
@@ -192,10 +191,13 @@ def _ticket_url():
 
 
 def _back_to_list():
-    """Back to the list as it was filtered (a query string we rebuild, never a raw URL);
-    a filter the list would refuse is dropped, so the way back is never a 400."""
-    wanted = MultiDict(parse_qsl(params.line(request.form, "return_to", max_chars=2000)))
+    """Back to the list as it was filtered (a query string we rebuild, never a raw URL).
+
+    Called after the change is saved, so a filter the list would refuse is dropped
+    rather than answered with a 400 that would hide the change.
+    """
     try:
+        wanted = MultiDict(parse_qsl(params.line(request.form, "return_to", max_chars=2000)))
         chosen = TriageFilter.from_args(wanted).query_args()
     except BadParameter:
         chosen = {}
@@ -428,7 +430,7 @@ def split(number: str, message_id: int):
 
 def _after_held(number: str):
     """Back where the click came from: the list (with its filters) or the ticket page."""
-    if params.line(request.form, "from") == "list":
+    if request.form.get("from") == "list":  # after the change is saved: never a 400
         return _back_to_list()
     return _to_ticket(number.strip().upper())
 
