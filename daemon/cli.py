@@ -218,17 +218,19 @@ def cmd_user(args, config) -> int:
     from webform.accounts import AccountError, add_user, disable_user, set_password
     store = _open_store(config, migrate=True)
     password = _password(args) if args.action in ("add", "passwd") else None
+    now = args.clock.now()
     try:
         with store.transaction() as session:
             if args.action == "add":
                 row, created = add_user(session, config, args.email, role=args.role,
-                                        tier=args.tier, name=args.name, password=password)
+                                        tier=args.tier, name=args.name, password=password,
+                                        now=now)
                 done = f"account {'created' if created else 'updated'} ({row.role}, {row.tier})"
             elif args.action == "passwd":
-                set_password(session, args.email, password)
+                set_password(session, args.email, password, now=now)
                 done = "password changed; its earlier sessions are signed out"
             else:
-                disable_user(session, config, args.email)
+                disable_user(session, config, args.email, now=now)
                 done = "web access removed; its sessions are signed out"
     except AccountError as exc:
         raise CommandError(str(exc)) from None

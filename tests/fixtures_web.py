@@ -59,7 +59,8 @@ def add_account(app, email: str = COORDINATOR, *, role: str = "coordinator",
                 password: str = PASSWORD, tier: str | None = None) -> None:
     desk = app.extensions["helpdesk"]
     with desk.store.transaction() as session:
-        add_user(session, desk.config, email, role=role, tier=tier, password=password)
+        add_user(session, desk.config, email, role=role, tier=tier, password=password,
+                 now=desk.clock.now())
 
 
 def csrf_token(client, path: str = "/") -> str:

@@ -14,9 +14,10 @@ from sqlalchemy.exc import OperationalError
 from daemon.cli import main as cli_main
 from daemon.directory import sync_directory
 from daemon.store.models import Technician
+from tests.conftest import NOW
 from tests.fixtures_web import (COORDINATOR, PASSWORD, TECHNICIAN, add_account, csrf_token,
                                 sign_in)
-from webform.accounts import AccountError, add_user, authenticate, hash_password
+from webform.accounts import AccountError, add_user, authenticate, set_password
 from webform.auth import coordinator_required
 from webform.throttle import LoginThrottle, RateLimit
 
@@ -88,8 +89,7 @@ def test_new_password_signs_out_earlier_sessions(app, client, store):
     sign_in(client)
     assert client.get("/login").status_code == 302  # signed in: /login moves on
     with store.transaction() as session:
-        session.scalar(select(Technician).where(Technician.email == COORDINATOR)).password_hash = \
-            hash_password("a brand new password")
+        set_password(session, COORDINATOR, "a brand new password", now=NOW)
     assert client.get("/login").status_code == 200  # the old session no longer counts
 
 
@@ -394,7 +394,8 @@ def test_user_disable_ends_web_access(config_file, store):
 def test_directory_sync_keeps_accounts_made_by_user_add(config, store):
     with store.transaction() as session:
         sync_directory(session, config)
-        add_user(session, config, "extra@jantar.pl", role="technician", password=PASSWORD)
+        add_user(session, config, "extra@jantar.pl", role="technician", password=PASSWORD,
+                 now=NOW)
         session.add(Technician(email="gone@jantar.pl", name="Gone", tier="L1", role="technician",
                                active=True))
     with store.transaction() as session:
@@ -405,4 +406,5 @@ def test_directory_sync_keeps_accounts_made_by_user_add(config, store):
 
 def test_add_user_refuses_bad_addresses(config, store):
     with store.transaction() as session, pytest.raises(AccountError, match="not an email"):
-        add_user(session, config, "not-an-address", role="technician", password=PASSWORD)
+        add_user(session, config, "not-an-address", role="technician", password=PASSWORD,
+                 now=NOW)

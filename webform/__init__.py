@@ -35,7 +35,8 @@ class Helpdesk:
     # Filled in by webform.setup.configure: the [web]/[form] settings and the in-memory
     # brakes on sign-in guessing and form flooding (webform.throttle).
     web: WebConfig | None = None
-    login_throttle: LoginThrottle | None = None
+    login_throttle: LoginThrottle | None = None       # per (address, client IP)
+    login_ip_throttle: LoginThrottle | None = None    # per client IP; None: not counted
     form_rate: RateLimit | None = None
 
 

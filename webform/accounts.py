@@ -3,11 +3,12 @@
 An account is a `Technician` row with a password hash (scrypt, via werkzeug). Technicians
 named in the configuration get their row from it (daemon.directory); `helpdesk user add`
 gives them a password, or creates a row for someone the configuration does not name.
+A new password or a disabled account ends every web session of that account
+(webform.sessions), in the same transaction.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,6 +16,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from daemon.config import EMAIL_RE, ROLES, TIERS, Config
 from daemon.store.models import Technician
+from webform.sessions import DISABLED, PASSWORD, end_sessions
 
 MIN_PASSWORD_LENGTH = 10
 HASH_METHOD = "scrypt"  # werkzeug's scrypt:32768:8:1 with a 16-byte salt
@@ -39,29 +41,13 @@ def password_problem(password: str) -> str | None:
     return None
 
 
-def session_token(technician: Technician) -> str:
-    """What the session cookie names the user by: the row and a digest of its password hash.
-
-    A new password (or a disabled account) changes the digest, which signs every
-    earlier session out.
-    """
-    digest = hashlib.sha256((technician.password_hash or "").encode()).hexdigest()[:24]
-    return f"{technician.id}:{digest}"
-
-
-def by_session_token(session: Session, token: str) -> Technician | None:
-    row_id, _, _digest = token.partition(":")
-    if not row_id.isdigit():
-        return None
-    technician = session.get(Technician, int(row_id))
-    if technician is None or not technician.active or not technician.password_hash:
-        return None
-    return technician if hmac.compare_digest(session_token(technician), token) else None
-
-
 def authenticate(session: Session, email: str, password: str) -> Technician | None:
     """The active account with this address and password, else None (in constant-ish time)."""
-    technician = session.scalar(select(Technician).where(Technician.email == email.strip().lower()))
+    email = email.strip().lower()
+    # An address with a control character names no account (and PostgreSQL refuses NUL).
+    plausible = EMAIL_RE.match(email) and email.isprintable()
+    technician = session.scalar(select(Technician).where(Technician.email == email)) \
+        if plausible else None
     usable = technician is not None and technician.active and technician.password_hash
     stored = technician.password_hash if usable else _DECOY_HASH
     if check_password_hash(stored, password) and usable:
@@ -70,8 +56,10 @@ def authenticate(session: Session, email: str, password: str) -> Technician | No
 
 
 def add_user(session: Session, config: Config, email: str, *, role: str, password: str,
-             tier: str | None = None, name: str | None = None) -> tuple[Technician, bool]:
+             now: datetime, tier: str | None = None,
+             name: str | None = None) -> tuple[Technician, bool]:
     """Give EMAIL a web account (created, or updated); returns the row and whether it is new.
+    An account that had a password gets a new one: its sessions end.
 
     Role and tier of a technician the configuration names come from the configuration
     (it is mirrored on every start), so asking for different ones here is refused.
@@ -93,27 +81,32 @@ def add_user(session: Session, config: Config, email: str, *, role: str, passwor
         session.add(technician)
     technician.name = name or technician.name or email.split("@")[0]
     technician.role, technician.tier = role, tier or technician.tier or "L1"
+    if technician.password_hash:
+        end_sessions(session, technician.id, PASSWORD, now)
     technician.active, technician.password_hash = True, hash_password(password)
     session.flush()
     return technician, created
 
 
-def set_password(session: Session, email: str, password: str) -> Technician:
+def set_password(session: Session, email: str, password: str, *, now: datetime) -> Technician:
+    """A new password for EMAIL; every session of the account ends."""
     _check_password(password)
     technician = session.scalar(select(Technician).where(Technician.email == _valid_email(email)))
     if technician is None or not technician.active:
         raise AccountError(f"no active account {email}: create it with `helpdesk user add`")
     technician.password_hash = hash_password(password)
+    end_sessions(session, technician.id, PASSWORD, now)
     return technician
 
 
-def disable_user(session: Session, config: Config, email: str) -> Technician:
-    """Take web access away (and sign out every session); a row the configuration does not
-    name is deactivated too, as nothing else would."""
+def disable_user(session: Session, config: Config, email: str, *, now: datetime) -> Technician:
+    """Take web access away and end every session; a row the configuration does not name
+    is deactivated too, as nothing else would."""
     technician = session.scalar(select(Technician).where(Technician.email == _valid_email(email)))
     if technician is None:
         raise AccountError(f"no account {email}")
     technician.password_hash = None
+    end_sessions(session, technician.id, DISABLED, now)
     if config.technician(technician.email) is None:
         technician.active = False
     return technician

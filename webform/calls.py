@@ -17,7 +17,7 @@ from daemon.call_tickets import (PhoneReport, external_number, locked_call, may_
                                  open_ticket_from_call)
 from daemon.call_views import calls_query
 from daemon.store.models import Call
-from webform import helpdesk
+from webform import helpdesk, params
 from webform.i18n import tr
 from webform.public import clean_value, valid_address
 from webform.triage import Clockface, weekday_names
@@ -58,10 +58,7 @@ def _render(template: str, **context):
 
 # -- the list ------------------------------------------------------------------------------------
 def _day(today: date) -> date:
-    try:
-        return date.fromisoformat(request.args.get("day") or today.isoformat())
-    except ValueError:
-        abort(400)
+    return params.day(request.args, "day", today)
 
 
 @blueprint.get("/calls")

@@ -8,6 +8,8 @@ from datetime import timedelta
 from daemon.config import Config, ConfigError, _Reader, _secret, parse_duration, parse_listen
 
 MB = 1024 * 1024
+MIN_SESSION_TIME = timedelta(minutes=1)
+MAX_SESSION_TIME = timedelta(days=366)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,14 @@ class WebConfig:
     login_attempts: int = 5              # failed sign-ins per email and IP before a pause
     login_pause: timedelta = timedelta(seconds=30)  # doubled for each further failure
     login_pause_max: timedelta = timedelta(minutes=15)
+    # Failed sign-ins from one client IP, whatever the addresses, before it pauses the same
+    # way (0: no per-IP count); an IP's count is forgotten after login_ip_window without one.
+    login_ip_attempts: int = 20
+    login_ip_window: timedelta = timedelta(hours=1)
+    # A signed-in session ends after this long without a request, and this long after
+    # sign-in whatever happens (webform.sessions).
+    session_idle_timeout: timedelta = timedelta(hours=8)
+    session_lifetime: timedelta = timedelta(days=7)
     # /metrics: None answers loopback clients only; set, it wants `Authorization: Bearer <token>`.
     metrics_token: str | None = field(default=None, repr=False)
     form: FormConfig = field(default_factory=FormConfig)
@@ -90,6 +100,11 @@ def _web(r: _Reader, env: dict[str, str], form: FormConfig) -> WebConfig:
         login_attempts=r.get("login_attempts", int, WebConfig.login_attempts),
         login_pause=r.convert("login_pause", parse_duration, WebConfig.login_pause),
         login_pause_max=r.convert("login_pause_max", parse_duration, WebConfig.login_pause_max),
+        login_ip_attempts=r.get("login_ip_attempts", int, WebConfig.login_ip_attempts),
+        login_ip_window=r.convert("login_ip_window", _duration, WebConfig.login_ip_window),
+        session_idle_timeout=r.convert("session_idle_timeout", _duration,
+                                       WebConfig.session_idle_timeout),
+        session_lifetime=r.convert("session_lifetime", _duration, WebConfig.session_lifetime),
         metrics_token=_secret(r, "metrics_token", env),
         form=form,
     )
@@ -103,8 +118,21 @@ def _web(r: _Reader, env: dict[str, str], form: FormConfig) -> WebConfig:
         r.fail("proxies", "must be 0 or more")
     if web.login_pause_max < web.login_pause:
         r.fail("login_pause_max", "must not be shorter than login_pause")
+    if web.login_ip_attempts < 0:
+        r.fail("login_ip_attempts", "must be 0 (no per-IP count) or more")
+    for name in ("login_ip_window", "session_idle_timeout", "session_lifetime"):
+        if not MIN_SESSION_TIME <= getattr(web, name) <= MAX_SESSION_TIME:
+            r.fail(name, "must be from 1m to 366d")
     r.finish()
     return web
+
+
+def _duration(text: str) -> timedelta:
+    """parse_duration, with a number too big for any calendar named as a bad value too."""
+    try:
+        return parse_duration(text)
+    except OverflowError:
+        raise ValueError(f"too long a duration: {text!r}") from None
 
 
 def _form(r: _Reader, config: Config) -> FormConfig:

@@ -19,6 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from daemon.config import PRIORITIES, TIERS, parse_duration
 from daemon.store.models import Client, Message, Technician, Ticket
+from webform import params
 
 STATUSES = ("new", "open", "waiting", "resolved", "closed")
 ACTIVE = ("new", "open", "waiting")
@@ -73,6 +74,11 @@ def sla_due_expression() -> ColumnElement | None:
     return case(*whens, else_=resolution)
 
 
+FILTER_CHOICES = {"status": ("all", *STATUSES), "tier": TIERS, "priority": PRIORITIES,
+                  "held": ("0", "1"), "sla": ("overdue", "soon"), "sort": SORTS,
+                  "channel": CHANNELS}
+
+
 @dataclass(frozen=True)
 class TriageFilter:
     """The list's query parameters, checked; empty strings mean "any"."""
@@ -97,31 +103,26 @@ class TriageFilter:
 
     @classmethod
     def from_args(cls, args) -> TriageFilter:
-        """From request.args; raises BadQuery for a value no form of ours would send."""
-        values = {name: (args.get(name) or "").strip()[:200] for name in cls.FIELDS}
-        values["after"] = (args.get("after") or "").strip()
-        try:
-            values["limit"] = min(max(int(args.get("limit") or PAGE_SIZE), 1), MAX_PAGE_SIZE)
-        except ValueError:
-            raise BadQuery("limit must be a number") from None
+        """From request.args; raises webform.params.BadParameter (a 400 naming it) for a
+        value no form of ours would send."""
+        values = {name: params.choice(args, name, FILTER_CHOICES[name])
+                  if name in FILTER_CHOICES else params.line(args, name) for name in cls.FIELDS}
+        params.duration(args, "older_than")  # within bounds, so older_than_delta is too
+        values["after"] = params.line(args, "after", max_chars=60)
+        values["limit"] = params.whole_number(args, "limit", default=PAGE_SIZE, low=1,
+                                              high=MAX_PAGE_SIZE)
         chosen = cls(**values)
-        chosen.check()
+        if chosen.after:
+            try:
+                decode_cursor(chosen.after, chosen.effective_sort)
+            except BadQuery:
+                raise params.BadParameter("after", "to nie jest kursor tej listy",
+                                          "not a cursor of this list") from None
         return chosen
 
-    def check(self) -> None:
-        allowed = {"status": ("", "all", *STATUSES), "tier": ("", *TIERS),
-                   "priority": ("", *PRIORITIES), "held": ("", "0", "1"),
-                   "sla": ("", "overdue", "soon"), "sort": ("", *SORTS)}
-        for name, choices in allowed.items():
-            if getattr(self, name) not in choices:
-                raise BadQuery(f"{name}: not one of {', '.join(c for c in choices if c)}")
-        if self.older_than:
-            try:
-                parse_duration(self.older_than)
-            except ValueError as exc:
-                raise BadQuery(f"older_than: {exc}") from None
-        if self.after:
-            decode_cursor(self.after, self.effective_sort)
+    @property
+    def older_than_delta(self) -> timedelta | None:
+        return parse_duration(self.older_than) if self.older_than else None
 
     @property
     def effective_sort(self) -> str:
@@ -229,7 +230,7 @@ def conditions(chosen: TriageFilter, now: datetime, due_column: ColumnElement | 
     if chosen.held:
         where.append(Ticket.held == (chosen.held == "1"))
     if chosen.older_than:
-        where.append(Ticket.created_at < now - parse_duration(chosen.older_than))
+        where.append(Ticket.created_at < now - chosen.older_than_delta)
     if chosen.sla:
         where.append(_sla_condition(chosen.sla, now, due_column))
     if chosen.q:

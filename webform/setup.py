@@ -19,6 +19,7 @@ from webform import WEB_TEMPLATES
 from webform.auth import configure_login, public
 from webform.config import WebConfig, web_config
 from webform.i18n import LANGUAGES, configure_i18n, language, tr
+from webform.params import BadParameter, bounded_converters
 from webform.throttle import LoginThrottle, RateLimit
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,10 @@ def configure(app: Flask) -> None:
     desk = app.extensions["helpdesk"]
     desk.web = web = web_config(desk.config)
     desk.login_throttle = LoginThrottle(web.login_attempts, web.login_pause, web.login_pause_max)
+    if web.login_ip_attempts:
+        desk.login_ip_throttle = LoginThrottle(web.login_ip_attempts, web.login_pause,
+                                               web.login_pause_max,
+                                               forget_after=web.login_ip_window)
     desk.form_rate = RateLimit(web.form.rate_limit, web.form.rate_window)
     app.secret_key = secret_key(web, desk.config.data_dir)
     _cookies_and_limits(app, web, desk.config.web_url)
@@ -43,6 +48,7 @@ def configure(app: Flask) -> None:
     CSRFProtect(app)
     configure_i18n(app, desk.config.language, desk.config.timezone)
     configure_login(app)
+    bounded_converters(app.url_map)
     _blueprints(app)
     _layout(app)
     _error_pages(app)
@@ -153,6 +159,9 @@ ERROR_TEXTS = {
           "Sprawdź adres albo wróć do formularza.", "Check the address or go back to the form."),
     405: ("Niedozwolona metoda", "Method not allowed",
           "Tej strony nie można otworzyć w ten sposób.", "This page cannot be opened this way."),
+    410: ("Już niedostępne", "No longer available",
+          "Ten link wygasł albo jego treść została usunięta.",
+          "This link has expired or what it pointed to was removed."),
     413: ("Za duże pliki", "Files too large",
           "Razem z załącznikami zgłoszenie jest za duże. Wybierz mniej lub mniejsze pliki.",
           "With its attachments the report is too large. Choose fewer or smaller files."),
@@ -177,7 +186,9 @@ def error_page(code: int, detail: str | None = None):
 
 
 def _http_error(exc: HTTPException):
-    return error_page(exc.code or 500)
+    # Our parameter readers say which value was wrong, in the reader's language; other
+    # descriptions are developers' English and stay out of the page.
+    return error_page(exc.code or 500, exc.description if isinstance(exc, BadParameter) else None)
 
 
 def _csrf_error(exc: CSRFError):
@@ -198,7 +209,7 @@ def _store_down(exc: Exception):
 
 
 def _error_pages(app: Flask) -> None:
-    for code in (400, 403, 404, 405, 413, 429, 500):
+    for code in (400, 403, 404, 405, 410, 413, 429, 500):
         app.register_error_handler(code, _http_error)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(OperationalError, _store_down)

@@ -1,8 +1,11 @@
 """In-memory brakes against guessing and flooding: sign-in failures and form submissions.
 
-Both live in the web process's memory (shared by its threads, under a lock): a restart
-forgives, and each process of a multi-process deployment counts on its own. That is
-enough to make password guessing and form flooding slow, which is their job.
+Sign-in failures are counted per (address, client IP) and per client IP across addresses
+(two LoginThrottles), so neither one password guessed many times nor many addresses
+tried once each from one machine go unchecked. They live in the web process's memory
+(shared by its threads, under a lock): a restart forgives, and each process of a
+multi-process deployment counts on its own. That is enough to make password guessing
+and form flooding slow, which is their job.
 """
 from __future__ import annotations
 
@@ -26,12 +29,18 @@ class _Failures:
 
 
 class LoginThrottle:
-    """After `attempts` failures for a key, refuse it for `pause`, doubled per further failure."""
+    """After `attempts` failures for a key, refuse it for `pause`, doubled per further failure.
+
+    With `forget_after`, a key's failures are forgotten once that long has passed since
+    the last one (and any pause is over); without, only a success forgets them.
+    """
 
     def __init__(self, attempts: int, pause: timedelta, pause_max: timedelta,
-                 now: Callable[[], float] = time.monotonic):
+                 now: Callable[[], float] = time.monotonic,
+                 forget_after: timedelta | None = None):
         self.attempts, self.now = attempts, now
         self.pause, self.pause_max = pause.total_seconds(), pause_max.total_seconds()
+        self.forget_after = forget_after.total_seconds() if forget_after else None
         self._lock = threading.Lock()
         self._failures: dict[Hashable, _Failures] = {}
 
@@ -48,6 +57,8 @@ class LoginThrottle:
             now = self.now()
             self._forget_idle(now)
             entry = self._failures.setdefault(key, _Failures())
+            if self._forgotten(entry, now):
+                entry.count, entry.locked_until = 0, 0.0
             entry.count, entry.last = entry.count + 1, now
             over = entry.count - self.attempts
             if over >= 0:
@@ -57,6 +68,10 @@ class LoginThrottle:
     def succeeded(self, key: Hashable) -> None:
         with self._lock:
             self._failures.pop(key, None)
+
+    def _forgotten(self, entry: _Failures, now: float) -> bool:
+        return self.forget_after is not None and now >= entry.locked_until \
+            and now - entry.last >= self.forget_after
 
     def _forget_idle(self, now: float) -> None:
         if len(self._failures) < MAX_KEYS:

@@ -24,6 +24,7 @@ from flask import (Blueprint, abort, current_app, flash, redirect, render_templa
 from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.datastructures import MultiDict
 
 from daemon.parse import safe_filename
 from daemon.config import PRIORITIES, TIERS
@@ -34,13 +35,14 @@ from daemon.pipeline import Pipeline
 from daemon.quarantine import discard_quarantined, retry_quarantined
 from daemon.reports import DIMENSIONS, L1_TARGET, hours, percent, report, weekly
 from daemon.store.models import Attachment, Blob, Message, RawMessage, Technician, Ticket
-from webform import helpdesk
+from webform import helpdesk, params
 from webform.auth import coordinator_required
 from webform.charts import Series, bar_chart, heat_map, line_chart
 from webform.i18n import language, tr
 from webform.mailview import mail_html
-from webform.queries import (STATUSES, BadQuery, TriageFilter, filter_choices, has_sla,
-                             ticket_sla_due, triage_counts, triage_page)
+from webform.params import BadParameter
+from webform.queries import (STATUSES, TriageFilter, filter_choices, has_sla, ticket_sla_due,
+                             triage_counts, triage_page)
 from webform.setup import CONTENT_SECURITY_POLICY
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ blueprint = Blueprint("triage", __name__)
 
 QUARANTINE_PAGE = 100
 MAX_NOTE_CHARS = 100_000
+MAX_BULK = 1000              # tickets one bulk action may name (a page shows at most 200)
 # What a download may be labelled as; anything else (HTML, SVG, scripts) goes out as bytes.
 DOWNLOAD_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf",
                   "text/plain", "text/csv", "application/zip", "message/rfc822")
@@ -171,10 +174,7 @@ def _actor() -> str:
 @blueprint.get("/tickets")
 def tickets():
     desk = helpdesk()
-    try:
-        chosen = TriageFilter.from_args(request.args)
-    except BadQuery as exc:
-        abort(400, str(exc))
+    chosen = TriageFilter.from_args(request.args)
     now = desk.clock.now()
     with desk.store.transaction() as session:
         page = triage_page(session, chosen, now)
@@ -191,10 +191,17 @@ def _ticket_url():
 
 
 def _back_to_list():
-    """Back to the list as it was filtered (a query string we rebuild, never a raw URL)."""
-    wanted = dict(parse_qsl(request.form.get("return_to", "")))
-    allowed = {k: v for k, v in wanted.items() if k in (*TriageFilter.FIELDS, "after", "limit")}
-    return redirect(url_for("triage.tickets", **allowed))
+    """Back to the list as it was filtered (a query string we rebuild, never a raw URL).
+
+    Called after the change is saved, so a filter the list would refuse is dropped
+    rather than answered with a 400 that would hide the change.
+    """
+    try:
+        wanted = MultiDict(parse_qsl(params.line(request.form, "return_to", max_chars=2000)))
+        chosen = TriageFilter.from_args(wanted).query_args()
+    except BadParameter:
+        chosen = {}
+    return redirect(url_for("triage.tickets", **chosen))
 
 
 @dataclass
@@ -213,17 +220,17 @@ class Changes:
 
 def _changes(session: Session, form) -> Changes:
     """Read the form; 400 for values no form of ours offers."""
-    wanted = {name: (form.get(name) or "").strip() for name in ("tier", "assignee", "priority",
-                                                                 "status")}
-    for name, allowed in (("tier", TIERS), ("priority", PRIORITIES), ("status", STATUSES)):
-        if wanted[name] and wanted[name] not in allowed:
-            abort(400, f"{name}: not one of {', '.join(allowed)}")
+    wanted = {name: params.choice(form, name, allowed)
+              for name, allowed in (("tier", TIERS), ("priority", PRIORITIES),
+                                    ("status", STATUSES))}
+    wanted["assignee"] = params.line(form, "assignee", max_chars=320)
     technician = None
     if wanted["assignee"]:
         technician = session.scalar(select(Technician).where(
             Technician.email == wanted["assignee"].lower(), Technician.active))
         if technician is None:
-            abort(400, "assignee: no active technician with that address")
+            raise BadParameter("assignee", "nie ma aktywnego technika o tym adresie",
+                               "no active technician with that address")
     return Changes(wanted["tier"] or None, technician, wanted["priority"] or None,
                    wanted["status"] or None)
 
@@ -263,7 +270,8 @@ def _apply(session: Session, ticket: Ticket, changes: Changes, now: datetime) ->
 def bulk():
     """The selected rows get the chosen tier/assignee/priority/status, all in one transaction."""
     desk = helpdesk()
-    numbers = sorted({n.strip().upper() for n in request.form.getlist("ticket") if n.strip()})
+    numbers = sorted({n.upper() for n in params.lines(request.form, "ticket",
+                                                       max_count=MAX_BULK, max_chars=40) if n})
     now = desk.clock.now()
     with desk.store.transaction() as session:
         changes = _changes(session, request.form)
@@ -299,7 +307,7 @@ class ThreadEntry:
 @blueprint.get("/tickets/<number>")
 def ticket(number: str):
     desk = helpdesk()
-    show_images = request.args.get("images") == "1"
+    show_images = params.choice(request.args, "images", ("0", "1")) == "1"
     with desk.store.transaction() as session:
         found = _ticket_or_404(session, number)
         # Our own mail is text we wrote; only what came in needs its HTML shown, isolated.
@@ -339,7 +347,7 @@ def update(number: str):
 @blueprint.post("/tickets/<number>/note")
 def note(number: str):
     desk = helpdesk()
-    text = request.form.get("text", "").strip()[:MAX_NOTE_CHARS]
+    text = params.text(request.form, "text", max_chars=MAX_NOTE_CHARS)
     with desk.store.transaction() as session:
         found = _ticket_or_404(session, number)
         if not text:
@@ -370,7 +378,7 @@ def _uploads() -> list[OutgoingAttachment]:
 def reply(number: str):
     """An answer to the customer: the same relay a technician's mail reply takes."""
     desk = helpdesk()
-    body = request.form.get("body", "").strip()[:MAX_NOTE_CHARS]
+    body = params.text(request.form, "body", max_chars=MAX_NOTE_CHARS)
     with desk.store.transaction() as session:
         found = _ticket_or_404(session, number)
         if not body:
@@ -422,7 +430,7 @@ def split(number: str, message_id: int):
 
 def _after_held(number: str):
     """Back where the click came from: the list (with its filters) or the ticket page."""
-    if request.form.get("from") == "list":
+    if request.form.get("from") == "list":  # after the change is saved: never a 400
         return _back_to_list()
     return _to_ticket(number.strip().upper())
 
@@ -460,13 +468,12 @@ def attachment(number: str, attachment_id: int):
 def quarantine():
     """Unprocessable mail, oldest first, a page at a time (after=<last id>)."""
     desk = helpdesk()
-    status = "discarded" if request.args.get("status") == "discarded" else "quarantined"
-    after = request.args.get("after", "0")
-    if not after.isdigit():
-        abort(400, "after: not a record id")
+    status = params.choice(request.args, "status", ("quarantined", "discarded"),
+                           default="quarantined") or "quarantined"
+    after = params.whole_number(request.args, "after", default=0)
     with desk.store.transaction() as session:
         records = list(session.scalars(select(RawMessage).where(
-            RawMessage.status == status, RawMessage.id > int(after))
+            RawMessage.status == status, RawMessage.id > after)
             .order_by(RawMessage.id).limit(QUARANTINE_PAGE + 1)))
         more = len(records) > QUARANTINE_PAGE
         records = records[:QUARANTINE_PAGE]
@@ -528,13 +535,12 @@ MAX_DAYS = 3 * 366          # a longer period is a report for the command line
 def _period(today: date) -> tuple[date, date]:
     """?from=&to= (local days, inclusive); default: this week and the seven before it."""
     default_first = today - timedelta(days=today.weekday() + 7 * (DEFAULT_WEEKS - 1))
-    try:
-        first = date.fromisoformat(request.args.get("from") or default_first.isoformat())
-        last = date.fromisoformat(request.args.get("to") or today.isoformat())
-    except ValueError:
-        abort(400)
+    first = params.day(request.args, "from", default_first)
+    last = params.day(request.args, "to", today)
     if last < first or (last - first).days > MAX_DAYS:
-        abort(400)
+        raise BadParameter("to", "okres od {first} do {last} jest pusty albo dłuższy niż {days} dni",
+                           "the period from {first} to {last} is empty or longer than {days} days",
+                           first=first, last=last, days=MAX_DAYS)
     return first, last
 
 
