@@ -36,7 +36,10 @@ def parse_duration(text: str) -> timedelta:
     if not match or not any(match.groups()):
         raise ValueError(f"not a duration like '15m', '4h' or '1d': {text!r}")
     days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    try:
+        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    except OverflowError:  # past timedelta's 999,999,999 days
+        raise ValueError(f"too long a duration: {text!r}") from None
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -69,10 +69,16 @@ def test_durations(text, expected):
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "4 hours", "h", "-5m"])
+@pytest.mark.parametrize("text", ["", "4 hours", "h", "-5m", "99999999999999999999d",
+                                  "999999999999h"])
 def test_bad_durations_are_refused(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_a_duration_past_any_calendar_is_named_with_its_key():
+    with pytest.raises(ConfigError, match=r"limits.poll_interval: too long a duration"):
+        from_dict({"limits": {"poll_interval": "99999999999999999999d"}}, env={})
 
 
 def test_check_config_command_names_the_bad_key(tmp_path):
