@@ -10,6 +10,8 @@ from daemon.clock import Clock
 from daemon.store import Store
 from daemon.store.models import MailboxCursor, OutboxMail, RawMessage, Ticket
 from tests.conftest import NOW
+from daemon.directory import sync_directory
+from tests.fixtures_web import add_account, sign_in
 from webform import create_app
 
 IMAP_PASSWORD = "imap-tajne-haslo-42"
@@ -105,6 +107,31 @@ def test_healthz_is_503_naming_the_store_when_it_is_unreachable(make_config, sql
     assert body["failing"] == ["store", "intake"] and body["store"].startswith("unreachable")
     assert body["intake"]["why"] == ["store_unreachable"]
     assert password not in response.get_data(as_text=True)
+    down.dispose()
+
+
+def test_healthz_answers_its_own_json_to_a_signed_in_browser_while_the_store_is_down(
+        make_config, sqlite_url):
+    """A staff cookie makes every other page look its person up in the store first; a
+    health check must not: it answers its own 503, naming the store, not the error page."""
+    web = {"secret_key": "a-secret-key-shared-by-both-apps-0123456789"}
+    config = make_config(sqlite_url, web=web)
+    up = Store(sqlite_url)
+    with up.transaction() as session:
+        sync_directory(session, config)
+    working = create_app(config, store=up, clock=Clock(start=NOW), testing=True)
+    add_account(working)
+    client = working.test_client()
+    assert sign_in(client).status_code == 302
+    cookie = client.get_cookie("jantar_session")
+    down = Store("postgresql+psycopg://helpdesk@127.0.0.1:1/helpdesk",
+                 connect_args={"connect_timeout": 2})
+    failing = create_app(config, store=down, clock=Clock(start=NOW), testing=True).test_client()
+    failing.set_cookie(cookie.key, cookie.value)
+    response = failing.get("/healthz")
+    assert response.status_code == 503 and response.is_json
+    assert "store" in response.get_json()["failing"]
+    up.dispose()
     down.dispose()
 
 

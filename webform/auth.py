@@ -32,7 +32,7 @@ HOME = "/tickets"
 MAX_NEXT = 2000
 MAX_EMAIL = 320
 
-__all__ = ["blueprint", "coordinator_required", "login_required", "public", "Staff"]
+__all__ = ["blueprint", "coordinator_required", "for_machines", "login_required", "public", "Staff"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +65,14 @@ def public(view):
     return view
 
 
+def for_machines(view):
+    """Mark a view as a monitor's (/healthz, /metrics): open to everyone like `public`, and
+    nobody's session is looked up for it, so a browser's staff cookie cannot make a health
+    check wait on, or fail with, the store."""
+    view.public = view.for_machines = True
+    return view
+
+
 def coordinator_required(view):
     """Signed-in coordinators only: others get 403, anonymous visitors the sign-in page."""
     @functools.wraps(view)
@@ -78,11 +86,13 @@ def coordinator_required(view):
 
 
 def _require_sign_in():
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    if getattr(view, "for_machines", False):
+        return None
     # Who is signed in is looked up now, for public pages too: a view's template asking
     # later would open a second store transaction inside the view's own, which on SQLite
     # waits for the view's write lock until it times out.
     signed_in = current_user.is_authenticated
-    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
     if view is None or getattr(view, "public", False):
         return None  # unknown addresses fall through to 404/405
     if not signed_in:

@@ -15,7 +15,7 @@ from prometheus_client.exposition import choose_encoder
 from daemon.health import check_health
 from daemon.metrics import metrics_registry
 from webform import helpdesk
-from webform.auth import public
+from webform.auth import for_machines
 
 blueprint = Blueprint("ops", __name__)
 STARTED_AT = "ops_started_at"
@@ -35,7 +35,7 @@ def _started_at():
 
 
 @blueprint.route("/healthz")
-@public
+@for_machines
 def healthz():
     desk = helpdesk()
     health = check_health(desk.config, desk.store, desk.clock.now(), since=_started_at(),
@@ -61,7 +61,7 @@ def _allowed() -> bool:
 
 
 @blueprint.route("/metrics")
-@public  # not a person's page: guarded below by address or bearer token, not by sign-in
+@for_machines  # not a person's page: guarded below by address or bearer token, not by sign-in
 def metrics():
     if not _allowed():
         abort(403)
