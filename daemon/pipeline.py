@@ -120,7 +120,8 @@ def thread(intake: Intake) -> None:
 
 
 def file_message(intake: Intake) -> None:
-    """Append the mail to its ticket, or open a new ticket for it."""
+    """Append the mail to its ticket, or open a new ticket for it; held mail waits for the
+    coordinator, with the reason recorded."""
     session, mail, now = intake.session, intake.mail, intake.now
     if intake.ticket is None:
         channel = "web" if intake.raw.channel == "web" else "email"
@@ -128,16 +129,24 @@ def file_message(intake: Intake) -> None:
                                     mailbox=intake.raw.mailbox, now=now)
         intake.created = True
         _apply_form_choices(intake)
-    held = bool(intake.match and intake.match.held)
+    hold = held_because(intake)
     intake.message = append_message(session, intake.ticket, mail, kind=intake.kind,
-                                    direction="in", now=now, raw=intake.raw, held=held)
-    if held:
+                                    direction="in", now=now, raw=intake.raw, held=bool(hold))
+    if hold:
         record_event(session, intake.ticket, "held", now, actor=mail.from_email,
-                     reason="tagged reply from a sender with no tie to the ticket")
+                     cause=hold[0], reason=hold[1], message_id=mail.message_id)
     elif not intake.created:
         _join_conversation(intake)
         record_event(session, intake.ticket, "message_added", now, actor=mail.from_email,
                      via=intake.match.via, kind=intake.kind)
+
+
+def held_because(intake: Intake) -> tuple[str, str] | None:
+    """(cause, reason) when the mail waits for the coordinator, else None."""
+    if intake.match is not None and intake.match.held:
+        how = "tagged reply" if intake.match.via == "tag" else "reply by reference"
+        return "stranger", f"{how} from a sender with no tie to the ticket"
+    return None
 
 
 def _apply_form_choices(intake: Intake) -> None:
