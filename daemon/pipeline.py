@@ -24,6 +24,7 @@ from daemon.conversation import apply_mailbox_policy, converse, reopen_or_split
 from daemon.ingest.calls.mail import import_report, is_report_mail
 from daemon.parse import ParsedMail, UnparseableMail, parse_mail
 from daemon.rules.classify import automatic_reason
+from daemon.rules.mail_auth import prove_staff
 from daemon.rules.routing import route_new_ticket
 from daemon.rules.threading import ThreadMatch, find_thread
 from daemon.store import Store
@@ -49,6 +50,7 @@ class Intake:
     mail: ParsedMail | None = None
     automatic: str | None = None          # why a machine sent it, or None
     kind: str = "customer"                # customer, technician, auto
+    unproven_staff: str | None = None     # From names staff, without proof: why not
     match: ThreadMatch | None = None
     ticket: Ticket | None = None
     message: Message | None = None
@@ -88,11 +90,18 @@ def deduplicate(intake: Intake) -> None:
 
 
 def classify(intake: Intake) -> None:
+    """Customer, technician or automatic mail. A From naming a technician or coordinator
+    is a claim: the mail is theirs only with proof (daemon.rules.mail_auth); without,
+    it is anybody's mail, held when it lands on an existing ticket (`file_message`)."""
     intake.automatic = automatic_reason(intake.mail, intake.config)
-    if is_technician(intake.session, intake.mail.from_email):
-        intake.kind = "technician"
-    elif intake.automatic:
-        intake.kind = "auto"
+    if intake.automatic:
+        intake.kind = "auto"  # an out-of-office, even a technician's, commands nothing
+    elif is_technician(intake.session, intake.mail.from_email):
+        proof = prove_staff(intake.session, intake.config, intake.mail)
+        if proof:
+            intake.kind = "technician"
+        else:
+            intake.unproven_staff = proof.how
 
 
 def pbx_report(intake: Intake) -> None:
@@ -146,6 +155,8 @@ def held_because(intake: Intake) -> tuple[str, str] | None:
     if intake.match is not None and intake.match.held:
         how = "tagged reply" if intake.match.via == "tag" else "reply by reference"
         return "stranger", f"{how} from a sender with no tie to the ticket"
+    if intake.unproven_staff and not intake.created:
+        return "staff_unproven", f"From names a staff member, not proven: {intake.unproven_staff}"
     return None
 
 
