@@ -351,7 +351,9 @@ def reopen_or_split(intake) -> None:
 def converse(intake) -> None:
     """What the conversation does once the mail is filed on its ticket."""
     if intake.message.held:  # the coordinator decides first
-        if intake.unproven_staff and not intake.automatic:
+        if intake.flood is not None and intake.created:
+            _notify_coordinators_of_flood(intake)
+        elif intake.unproven_staff and not intake.automatic:
             _tell_staff_of_held_mail(intake)
         return
     if intake.created:
@@ -401,6 +403,20 @@ def _notify_coordinators(intake) -> None:
                   attachments=attached, linked=linked, message=intake.message,
                   help_lines=HELP)
     record_event(intake.session, intake.ticket, "coordinator_notified", intake.now)
+
+
+def _notify_coordinators_of_flood(intake) -> None:
+    """One notice for a whole flood: its bundle, and the first mail held in it (no files)."""
+    coordinators = [t.email for t in intake.config.coordinators]
+    if not coordinators:
+        log.warning("%s: no coordinator configured to hear of a flood", intake.ticket.number)
+        return
+    send_template(intake.session, intake.config, intake.ticket, "coordinator_flood",
+                  kind="coordinator_flood", now=intake.now, to=coordinators,
+                  language=intake.config.language, auto_submitted="auto-generated",
+                  sender=intake.flood.sender, limit=intake.flood.limit, message=intake.message)
+    record_event(intake.session, intake.ticket, "coordinator_notified", intake.now,
+                 flood=intake.flood.sender)
 
 
 def _tell_staff_of_held_mail(intake) -> None:

@@ -23,7 +23,7 @@ def test_both_languages_have_the_same_templates():
     assert files("pl") == files("en")
     assert {"ack", "assigned", "relay", "forward", "resolved", "form_invite", "coordinator_new",
             "command_error", "tier_handover", "coordinator_digest", "delivery_failed",
-            "staff_held"} <= set(NAMES)
+            "staff_held", "coordinator_flood"} <= set(NAMES)
 
 
 @pytest.fixture
@@ -50,6 +50,7 @@ def context(desk):
             "clock": "first_response", "due": ticket.created_at, "share_percent": 75,
             "escalation": Escalation(priority="high", tier="L2"),
             "address": "anna.kowalska@jantar.pl", "held_subject": "Re: Kasa",
+            "sender": "@zalew.example", "limit": 20,
         }
 
 
