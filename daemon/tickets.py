@@ -517,6 +517,13 @@ def count_tickets(session: Session) -> int:
     return session.scalar(select(func.count(Ticket.id))) or 0
 
 
+def held_causes(ticket: Ticket) -> dict[str, str]:
+    """Message-ID -> why that message of TICKET was held: "stranger", "staff_unproven"
+    or "flood", as its `held` event recorded it (older events name no message)."""
+    return {e.detail["message_id"]: e.detail.get("cause", "stranger") for e in ticket.events
+            if e.action == "held" and (e.detail or {}).get("message_id")}
+
+
 def refresh_held(ticket: Ticket) -> None:
     """A ticket is held while any of its messages waits for the coordinator."""
     ticket.held = any(m.held for m in ticket.messages)
