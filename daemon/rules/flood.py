@@ -9,9 +9,10 @@ acknowledgement and no notice per mail; the coordinator hears of the flood once.
 ends after an hour without new mail from its sender; the next mail after that is counted
 afresh.
 
-Counting is one query per new-ticket mail on an index: the sender's tickets opened in
-the last hour (tickets by requester and creation time), stopped at the limit, and for a
-counted domain the tickets of the last hour (by creation time) whose requester is in it.
+Each mail that would open a ticket costs two queries on indexes: the sender's running
+flood (floods by sender and last mail), and the tickets it opened in the last hour
+(tickets by requester and creation time), counted only up to the limit; for a counted
+domain a third, over the last hour's tickets (by creation time) whose requester is in it.
 """
 from __future__ import annotations
 
