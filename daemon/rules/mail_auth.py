@@ -114,6 +114,8 @@ def answers_staff_mail(session: Session, config: Config, address: str,
 
 def _all_staff(session: Session, config: Config, recipients: set[str]) -> bool:
     others = recipients - config.own_addresses
+    if not others:
+        return True
     staff = set(read_rows(session, _STAFF, {"emails": sorted(others)}, Technician).scalars())
     return others <= staff
 
