@@ -25,8 +25,9 @@ from daemon.ratings import rating_links
 from daemon.rules.sla import follow_status, refresh_clocks
 from daemon.rules.threading import ThreadMatch, tag_pattern
 from daemon.store.models import AutoReplyLog, Blob, Event, Message, RawMessage, Technician, Ticket
-from daemon.tickets import (Inserts, add_participant, bound_inserts, move_message, open_ticket,
-                            read_rows, reading, record_event, refresh_held)
+from daemon.tickets import (Inserts, add_participant, bound_inserts, is_technician,
+                            move_message, open_ticket, read_rows, reading, record_event,
+                            refresh_held)
 
 log = logging.getLogger(__name__)
 BRAND = "Jantar Helpdesk"
@@ -38,8 +39,13 @@ _AUTO_REPLIES = select(func.count(_AUTO_LOG.c.id)).where(  # built once: see tic
     _AUTO_LOG.c.address == bindparam("address"), _AUTO_LOG.c.sent_at > bindparam("since"))
 
 
-def may_auto_reply(session: Session, config: Config, address: str, now: datetime) -> bool:
-    """Count an automatic mail to ADDRESS, unless the hourly limit is reached (then False)."""
+def may_auto_reply(session: Session, config: Config, address: str, now: datetime, *,
+                   limit: int | None = None) -> bool:
+    """Count an automatic mail to ADDRESS, unless the hourly limit is reached (then False).
+
+    LIMIT, when given, is a stricter limit for this mail: 1 sends it only when no
+    automatic mail went to ADDRESS in the last hour (one notice for a burst of mail).
+    """
     address = address.lower()
     rows = bound_inserts(session)
     since = now - timedelta(hours=1)
@@ -49,7 +55,8 @@ def may_auto_reply(session: Session, config: Config, address: str, now: datetime
     if rows is not None:  # and the entries of this record not yet written
         sent += sum(1 for row in rows.pending(AutoReplyLog)
                     if row["address"] == address and row["sent_at"] > since)
-    if sent >= outbound_config(config).auto_reply_limit_per_hour:
+    allowed = outbound_config(config).auto_reply_limit_per_hour
+    if sent >= (allowed if limit is None else min(limit, allowed)):
         log.warning("<%s> automatic mail suppressed: %d in the last hour", address, sent)
         return False
     if rows is not None:  # a row written with the record's other rows: no ORM object to flush
@@ -231,13 +238,22 @@ def add_internal_note(session: Session, ticket: Ticket, text: str, *, author_ema
 # -- held messages: the coordinator's decision ------------------------------------------
 def attach_held(session: Session, config: Config, message: Message, *, actor: str,
                 now: datetime) -> None:
-    """Accept a held message on its ticket: its sender joins the conversation (CC)."""
+    """Accept a held message on its ticket: its sender joins the conversation (CC).
+
+    A held mail whose From names a staff member never proved who wrote it: accepted, it
+    is kept as an internal note. Its commands do not run and nothing of it is relayed;
+    the coordinator acts on it from the ticket page, or its writer answers our notice.
+    """
     ticket = message.ticket
     message.held = False
     refresh_held(ticket)
-    add_participant(session, ticket, message.from_email, message.from_name)
+    staff = is_technician(session, message.from_email)
+    if staff:
+        message.kind = "internal"
+    else:
+        add_participant(session, ticket, message.from_email, message.from_name)
     record_event(session, ticket, "held_attached", now, actor=actor, email=message.from_email,
-                 message_id=message.message_id)
+                 message_id=message.message_id, internal=staff)
     if message.kind == "customer":
         forward_customer_message(session, config, ticket, message, now)
 
@@ -319,7 +335,7 @@ def reopen_or_split(intake) -> None:
     """A customer reply to a resolved ticket reopens it within the window, else opens a new one."""
     ticket = intake.ticket
     if ticket is None or ticket.status not in ("resolved", "closed") or intake.kind != "customer" \
-            or intake.match.held:
+            or intake.match.held or intake.unproven_staff:  # held where it landed instead
         return
     window = timedelta(days=intake.config.tickets.reopen_days)
     if ticket.status == "resolved" and ticket.resolved_at and intake.now - ticket.resolved_at <= window:
@@ -334,8 +350,12 @@ def reopen_or_split(intake) -> None:
 
 def converse(intake) -> None:
     """What the conversation does once the mail is filed on its ticket."""
-    if intake.message.held:
-        return  # the coordinator decides first
+    if intake.message.held:  # the coordinator decides first
+        if intake.flood is not None and intake.created:
+            _notify_coordinators_of_flood(intake)
+        elif intake.unproven_staff and not intake.automatic:
+            _tell_staff_of_held_mail(intake)
+        return
     if intake.created:
         _new_ticket(intake)
     elif intake.kind == "technician":
@@ -383,6 +403,33 @@ def _notify_coordinators(intake) -> None:
                   attachments=attached, linked=linked, message=intake.message,
                   help_lines=HELP)
     record_event(intake.session, intake.ticket, "coordinator_notified", intake.now)
+
+
+def _notify_coordinators_of_flood(intake) -> None:
+    """One notice for a whole flood: its bundle, and the first mail held in it (no files)."""
+    coordinators = [t.email for t in intake.config.coordinators]
+    if not coordinators:
+        log.warning("%s: no coordinator configured to hear of a flood", intake.ticket.number)
+        return
+    send_template(intake.session, intake.config, intake.ticket, "coordinator_flood",
+                  kind="coordinator_flood", now=intake.now, to=coordinators,
+                  language=intake.config.language, auto_submitted="auto-generated",
+                  sender=intake.flood.sender, limit=intake.flood.limit, message=intake.message)
+    record_event(intake.session, intake.ticket, "coordinator_notified", intake.now,
+                 flood=intake.flood.sender)
+
+
+def _tell_staff_of_held_mail(intake) -> None:
+    """A short mail to the staff address a held mail named: it was held, and a reply to
+    this mail counts. One an hour at most: a burst of forged mail makes one notice."""
+    session, config, now = intake.session, intake.config, intake.now
+    address = intake.mail.from_email.lower()
+    if not may_auto_reply(session, config, address, now, limit=1):
+        return
+    send_template(session, config, intake.ticket, "staff_held", kind="staff_held", now=now,
+                  to=[address], language=config.language, auto_submitted="auto-replied",
+                  in_reply_to=intake.mail.message_id, address=address,
+                  held_subject=intake.mail.subject)
 
 
 def _customer_mail(intake) -> None:

@@ -7,6 +7,7 @@ its reason (never dropped) and can be retried after a fix.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import traceback
@@ -24,6 +25,8 @@ from daemon.conversation import apply_mailbox_policy, converse, reopen_or_split
 from daemon.ingest.calls.mail import import_report, is_report_mail
 from daemon.parse import ParsedMail, UnparseableMail, parse_mail
 from daemon.rules.classify import automatic_reason
+from daemon.rules.flood import Overflow, bundle_subject, count_mail, overflow, start_flood
+from daemon.rules.mail_auth import prove_staff
 from daemon.rules.routing import route_new_ticket
 from daemon.rules.threading import ThreadMatch, find_thread
 from daemon.store import Store
@@ -49,6 +52,8 @@ class Intake:
     mail: ParsedMail | None = None
     automatic: str | None = None          # why a machine sent it, or None
     kind: str = "customer"                # customer, technician, auto
+    unproven_staff: str | None = None     # From names staff, without proof: why not
+    flood: Overflow | None = None         # its sender is over the new-ticket limit
     match: ThreadMatch | None = None
     ticket: Ticket | None = None
     message: Message | None = None
@@ -88,11 +93,18 @@ def deduplicate(intake: Intake) -> None:
 
 
 def classify(intake: Intake) -> None:
+    """Customer, technician or automatic mail. A From naming a technician or coordinator
+    is a claim: the mail is theirs only with proof (daemon.rules.mail_auth); without,
+    it is anybody's mail, held when it lands on an existing ticket (`file_message`)."""
     intake.automatic = automatic_reason(intake.mail, intake.config)
-    if is_technician(intake.session, intake.mail.from_email):
-        intake.kind = "technician"
-    elif intake.automatic:
-        intake.kind = "auto"
+    if intake.automatic:
+        intake.kind = "auto"  # an out-of-office, even a technician's, commands nothing
+    elif is_technician(intake.session, intake.mail.from_email):
+        proof = prove_staff(intake.session, intake.config, intake.mail)
+        if proof:
+            intake.kind = "technician"
+        else:
+            intake.unproven_staff = proof.how
 
 
 def pbx_report(intake: Intake) -> None:
@@ -119,8 +131,40 @@ def thread(intake: Intake) -> None:
     intake.ticket = intake.match.ticket
 
 
+def hold_new_mail_of_a_flood(intake: Intake) -> None:
+    """Mail that would open a ticket from a sender over the hourly limit goes into the
+    sender's bundle instead (daemon.rules.flood): held, acknowledged to nobody.
+
+    Proven staff mail is never a flood; nor is the web form, whose submitter sees the
+    number of the ticket made (a bundle's is not theirs) and which has brakes of its own.
+    """
+    if intake.ticket is not None or intake.kind == "technician" or intake.raw.channel == "web":
+        return
+    intake.flood = overflow(intake.session, intake.config, intake.mail.from_email, intake.now)
+    if intake.flood is None:
+        return
+    flood = intake.flood.flood
+    if flood is None:
+        flood = start_flood(intake.session, intake.flood.sender, _open_bundle(intake), intake.now)
+        record_event(intake.session, flood.ticket, "flood_started", intake.now,
+                     sender=intake.flood.sender, limit=intake.flood.limit)
+    intake.ticket = flood.ticket
+    count_mail(flood, intake.now)
+
+
+def _open_bundle(intake: Intake) -> Ticket:
+    """The held ticket a new flood's mail goes into: nobody from its CC joins it."""
+    mail = dataclasses.replace(intake.mail, cc=[])
+    bundle = open_ticket(intake.session, intake.config, mail, channel="email",
+                         mailbox=intake.raw.mailbox, now=intake.now)
+    bundle.subject = bundle_subject(intake.flood.sender, intake.config.language)
+    intake.created = True
+    return bundle
+
+
 def file_message(intake: Intake) -> None:
-    """Append the mail to its ticket, or open a new ticket for it."""
+    """Append the mail to its ticket, or open a new ticket for it; held mail waits for the
+    coordinator, with the reason recorded."""
     session, mail, now = intake.session, intake.mail, intake.now
     if intake.ticket is None:
         channel = "web" if intake.raw.channel == "web" else "email"
@@ -128,16 +172,29 @@ def file_message(intake: Intake) -> None:
                                     mailbox=intake.raw.mailbox, now=now)
         intake.created = True
         _apply_form_choices(intake)
-    held = bool(intake.match and intake.match.held)
+    hold = held_because(intake)
     intake.message = append_message(session, intake.ticket, mail, kind=intake.kind,
-                                    direction="in", now=now, raw=intake.raw, held=held)
-    if held:
+                                    direction="in", now=now, raw=intake.raw, held=bool(hold))
+    if hold:
         record_event(session, intake.ticket, "held", now, actor=mail.from_email,
-                     reason="tagged reply from a sender with no tie to the ticket")
+                     cause=hold[0], reason=hold[1], message_id=mail.message_id)
     elif not intake.created:
         _join_conversation(intake)
         record_event(session, intake.ticket, "message_added", now, actor=mail.from_email,
                      via=intake.match.via, kind=intake.kind)
+
+
+def held_because(intake: Intake) -> tuple[str, str] | None:
+    """(cause, reason) when the mail waits for the coordinator, else None."""
+    if intake.flood is not None:
+        return "flood", (f"more than {intake.flood.limit} new tickets in an hour from "
+                         f"{intake.flood.sender}")
+    if intake.match is not None and intake.match.held:
+        how = "tagged reply" if intake.match.via == "tag" else "reply by reference"
+        return "stranger", f"{how} from a sender with no tie to the ticket"
+    if intake.unproven_staff and not intake.created:
+        return "staff_unproven", f"From names a staff member, not proven: {intake.unproven_staff}"
+    return None
 
 
 def _apply_form_choices(intake: Intake) -> None:
@@ -169,7 +226,7 @@ def _join_conversation(intake: Intake) -> None:
 
 
 def route(intake: Intake) -> None:
-    if intake.created:
+    if intake.created and intake.flood is None:  # a bundle runs no clock and has no rules
         route_new_ticket(intake.session, intake.config, intake.ticket, intake.mail, intake.now)
 
 
@@ -182,8 +239,8 @@ def finish(intake: Intake) -> None:
 
 
 STEPS: tuple[Step, ...] = (parse, deduplicate, classify, pbx_report, thread,
-                           apply_mailbox_policy, reopen_or_split, file_message, route, converse,
-                           finish)
+                           apply_mailbox_policy, reopen_or_split, hold_new_mail_of_a_flood,
+                           file_message, route, converse, finish)
 
 
 class Claimed:

@@ -322,6 +322,8 @@ _CLIENT_NAMED = select(Client).where(Client.name == bindparam("name"), Client.ac
 _TECHNICIANS, _MESSAGES = Technician.__table__, Message.__table__
 _TECHNICIAN = (select(_TECHNICIANS.c.id).where(_TECHNICIANS.c.email == bindparam("email"),
                                                _TECHNICIANS.c.active).limit(1))
+_ADDRESSEES = select(_MESSAGES.c.to, _MESSAGES.c.cc).where(
+    _MESSAGES.c.ticket_id == bindparam("ticket_id"), _MESSAGES.c.held.is_(False))
 _MESSAGE_TICKET = (select(_MESSAGES.c.ticket_id)
                    .where(_MESSAGES.c.message_id == bindparam("message_id")).limit(1))
 
@@ -399,15 +401,28 @@ def add_participant(session: Session, ticket: Ticket, email: str, name: str = ""
 
 
 def is_tied(session: Session, ticket: Ticket, address: str) -> bool:
-    """Whether ADDRESS may add to TICKET: requester, on CC, a technician, or the client's domain."""
+    """Whether ADDRESS may add to TICKET: requester, participant, a technician, the
+    client's domain, or on To or Cc of one of the ticket's messages."""
     address = address.lower()
+    if not address:
+        return False
     if address == ticket.requester_email or any(p.email == address
                                                 for p in participants_of(session, ticket)):
         return True
     if is_technician(session, address):
         return True
-    return bool(ticket.client and any(d in ticket.client.domains
-                                      for d in _domain_and_parents(domain_of(address))))
+    if ticket.client and any(d in ticket.client.domains
+                             for d in _domain_and_parents(domain_of(address))):
+        return True
+    return ticket.id is not None and _addressed_on(session, ticket, address)
+
+
+def _addressed_on(session: Session, ticket: Ticket, address: str) -> bool:
+    """Whether a message of TICKET named ADDRESS on To or Cc (the last and rarest check:
+    it reads the addresses of all the ticket's messages). A held message does not count:
+    a stranger's mail must not tie the people it copied to the ticket."""
+    rows = read_rows(session, _ADDRESSEES, {"ticket_id": ticket.id}, Message)
+    return any(address in (a.lower() for a in [*(to or ()), *(cc or ())]) for to, cc in rows)
 
 
 def open_ticket(session: Session, config: Config, mail: ParsedMail, *, channel: str,
@@ -500,6 +515,13 @@ def ticket_of_message_id(session: Session, message_id: str | None) -> Ticket | N
 
 def count_tickets(session: Session) -> int:
     return session.scalar(select(func.count(Ticket.id))) or 0
+
+
+def held_causes(ticket: Ticket) -> dict[str, str]:
+    """Message-ID -> why that message of TICKET was held: "stranger", "staff_unproven"
+    or "flood", as its `held` event recorded it (older events name no message)."""
+    return {e.detail["message_id"]: e.detail.get("cause", "stranger") for e in ticket.events
+            if e.action == "held" and (e.detail or {}).get("message_id")}
 
 
 def refresh_held(ticket: Ticket) -> None:

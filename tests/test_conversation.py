@@ -24,6 +24,7 @@ from daemon.rules.quotes import REPLY_ABOVE
 from daemon.store.models import RawMessage, Ticket
 from tests.conftest import NOW
 from tests.fixtures_smtp import send_mail
+from tests import mailfactory
 from tests.mailfactory import make_mail
 
 CUSTOMER = "jan.nowak@bursztyn.pl"
@@ -221,7 +222,7 @@ def assigned_ticket(helpdesk) -> tuple[str, object]:
     number, sent = new_ticket(helpdesk, cc="kierownik@bursztyn.pl")
     notice = one_to(sent, COORDINATOR).message
     sent = helpdesk.mail(make_mail(sender=COORDINATOR, subject=f"Re: {notice['Subject']}",
-                                   body=f"#assign {ANNA}\n"))
+                                   in_reply_to=notice["Message-ID"], body=f"#assign {ANNA}\n"))
     return number, one_to(sent, ANNA).message
 
 
@@ -336,7 +337,8 @@ def test_tier_priority_and_assign_by_short_name(helpdesk):
     assert f"[#{number}]" in handover["Subject"]
     ticket = helpdesk.ticket(number)
     assert (ticket.tier, ticket.priority, ticket.assignee) == ("L2", "high", None)
-    sent = helpdesk.mail(make_mail(sender=COORDINATOR, subject=f"Re: [#{number}]", body="#assign Piotr"))
+    sent = helpdesk.mail(mailfactory.technician_reply(helpdesk.store, number, COORDINATOR,
+                                                      "#assign Piotr"))
     assert helpdesk.ticket(number).assignee.email == "piotr.nowak@jantar.pl"
     assert one_to(sent, "piotr.nowak@jantar.pl")
 

@@ -22,7 +22,8 @@ def test_both_languages_have_the_same_templates():
         return {p.name for p in (builtin_templates() / language).iterdir()}
     assert files("pl") == files("en")
     assert {"ack", "assigned", "relay", "forward", "resolved", "form_invite", "coordinator_new",
-            "command_error", "tier_handover", "coordinator_digest", "delivery_failed"} <= set(NAMES)
+            "command_error", "tier_handover", "coordinator_digest", "delivery_failed",
+            "staff_held", "coordinator_flood"} <= set(NAMES)
 
 
 @pytest.fixture
@@ -48,6 +49,8 @@ def context(desk):
             "reply_above": REPLY_ABOVE, "mailbox": "sklep@jantar.pl",
             "clock": "first_response", "due": ticket.created_at, "share_percent": 75,
             "escalation": Escalation(priority="high", tier="L2"),
+            "address": "anna.kowalska@jantar.pl", "held_subject": "Re: Kasa",
+            "sender": "@zalew.example", "limit": 20,
         }
 
 

@@ -1,10 +1,15 @@
 """Threading: subject tags, In-Reply-To/References, held replies, new tickets (both backends)."""
 import pytest
+from sqlalchemy import select
 
+from daemon.outbound.outbox import enqueue
 from daemon.rules.threading import tagged_number
+from daemon.store.models import OutboxMail, Ticket
 from daemon.tickets import configured_client
-from tests.conftest import Desk
-from tests.mailfactory import make_mail
+from tests.conftest import NOW, Desk
+from tests.mailfactory import make_mail, technician_reply
+
+ANNA, COORDINATOR = "anna.kowalska@jantar.pl", "koordynator@jantar.pl"
 
 
 @pytest.mark.parametrize("subject", [
@@ -80,13 +85,89 @@ def test_tagged_reply_from_the_requester_threads_in(desk):
     assert len(inbound(ticket)) == 2 and not ticket["held"]
 
 
-def test_reply_by_in_reply_to_joins_the_cc_person_to_the_ticket(desk):
+def test_reply_by_in_reply_to_joins_a_person_the_conversation_was_copied_to(desk):
+    """The requester copied the manager of another firm on a later mail: the manager's
+    reply to the first mail joins the conversation."""
     _first_ticket(desk)
+    desk.deliver(make_mail(subject="Re: Drukarka fiskalna", in_reply_to="<first@bursztyn.pl>",
+                           cc="kierownik@inna-firma.pl", body="Dołączam kierownika."))
     desk.deliver(make_mail(sender="kierownik@inna-firma.pl", subject="Re: Drukarka fiskalna",
                            in_reply_to="<first@bursztyn.pl>"))
     [ticket] = desk.tickets()
-    assert len(inbound(ticket)) == 2
+    assert [m["held"] for m in inbound(ticket)] == [False, False, False]
     assert "kierownik@inna-firma.pl" in ticket["cc"]
+
+
+def test_a_stranger_replying_by_reference_is_held_and_not_joined(desk):
+    """Issue 20, point 2: knowing the customer's Message-ID is no tie to the ticket.
+
+    joiner@gmail.com answered the customer's own first mail; once the ticket is assigned
+    and its technician answers, the answer goes to the requester only.
+    """
+    _first_ticket(desk)
+    desk.deliver(make_mail(sender="joiner@gmail.com", subject="Re: Drukarka fiskalna",
+                           in_reply_to="<first@bursztyn.pl>", references="<first@bursztyn.pl>",
+                           body="Ja też chcę dostawać odpowiedzi."))
+    [ticket] = desk.tickets()
+    assert [m["held"] for m in inbound(ticket)] == [False, True]
+    assert ticket["held"] is True and "joiner@gmail.com" not in ticket["cc"]
+    [held] = [e for e in ticket["events"] if e["action"] == "held"]
+    assert held["detail"]["cause"] == "stranger" and "reference" in held["detail"]["reason"]
+    assert "participant_added" not in [e["action"] for e in ticket["events"]]
+
+    desk.deliver(technician_reply(desk.store, "JAN-1", COORDINATOR, f"#assign {ANNA}"))
+    desk.deliver(technician_reply(desk.store, "JAN-1", ANNA, "Proszę zrestartować drukarkę."))
+    with desk.store.transaction() as session:
+        [relay] = session.scalars(select(OutboxMail).where(OutboxMail.kind == "relay"))
+        assert relay.recipients == ["jan.nowak@bursztyn.pl"]
+
+
+def test_a_reply_to_our_mail_sent_to_that_address_joins(desk):
+    """An address we mailed about the ticket (here a supplier, asked for parts) may
+    answer it, though nothing else ties it to the ticket."""
+    _first_ticket(desk)
+    with desk.store.transaction() as session:
+        ticket = session.scalar(select(Ticket))
+        ours = enqueue(session, desk.config, kind="relay", now=NOW, to=["serwis@kasy-fiskalne.pl"],
+                       subject="Prośba o części", text="...", ticket=ticket)
+        message_id = ours.message_id
+    desk.deliver(make_mail(sender="serwis@kasy-fiskalne.pl", subject="Re: Prośba o części",
+                           in_reply_to=f"<{message_id}>"))
+    desk.deliver(make_mail(sender="Serwis@Kasy-Fiskalne.pl", subject="Re: Re: Prośba o części",
+                           in_reply_to=f"<{message_id}>", message_id="<again@kasy-fiskalne.pl>"))
+    [ticket] = desk.tickets()
+    assert [m["held"] for m in inbound(ticket)] == [False, False, False]
+    assert "serwis@kasy-fiskalne.pl" in ticket["cc"]
+
+
+def test_the_people_a_held_mail_copied_are_not_tied_by_it(desk):
+    ticket = _first_ticket(desk)
+    desk.deliver(make_mail(sender="obcy@konkurencja.pl", subject=f"Re: [#{ticket['number']}] x",
+                           cc="wspolnik@gmail.com"))
+    desk.deliver(make_mail(sender="wspolnik@gmail.com", subject="Re: x",
+                           in_reply_to="<first@bursztyn.pl>"))
+    [ticket] = desk.tickets()
+    assert [m["held"] for m in inbound(ticket)] == [False, True, True]
+    assert "wspolnik@gmail.com" not in ticket["cc"]
+
+
+def test_a_stranger_quoting_our_mail_to_someone_else_is_held(desk):
+    desk.deliver(make_mail(message_id="<first@bursztyn.pl>"))
+    with desk.store.transaction() as session:
+        [ack] = session.scalars(select(OutboxMail).where(OutboxMail.kind == "ack"))
+        ack_id = ack.message_id
+    desk.deliver(make_mail(sender="joiner@gmail.com", subject="Re: x", in_reply_to=f"<{ack_id}>"))
+    [ticket] = desk.tickets()
+    assert [m["held"] for m in inbound(ticket)] == [False, True]
+
+
+def test_a_tagged_reply_quoting_the_ticket_is_still_held_from_a_stranger(desk):
+    """Before, a tagged mail that also referenced a message of the ticket was trusted."""
+    ticket = _first_ticket(desk)
+    desk.deliver(make_mail(sender="obcy@konkurencja.pl", subject=f"Re: [#{ticket['number']}] x",
+                           in_reply_to="<first@bursztyn.pl>"))
+    [ticket] = desk.tickets()
+    assert inbound(ticket)[1]["held"] is True
 
 
 def test_references_thread_even_when_in_reply_to_is_unknown(desk):

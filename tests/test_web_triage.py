@@ -515,6 +515,17 @@ def held_reply(web) -> int:
     return next(m.id for m in ticket.messages if m.held)
 
 
+def test_the_ticket_page_says_why_each_message_is_held(web, coordinator):
+    """A stranger's reply, and a mail From a technician's address that proved nothing."""
+    held_reply(web)
+    web.mail(sender=ANNA, subject="Re: [#JAN-1] Drukarka", body="#resolve\n")
+    page = coordinator.get("/tickets/JAN-1").text
+    assert page.count('class="badge held"') == 3                      # the ticket and both mails
+    assert "wstrzymane: nadawca spoza zgłoszenia" in page
+    assert "wstrzymane: adres pracownika bez dowodu, że to on" in page
+    assert web.ticket("JAN-1").status == "new"
+
+
 def test_held_ticket_is_one_click_from_attach_and_split_on_the_list(web, coordinator):
     message_id = held_reply(web)
     page = coordinator.get("/tickets").text

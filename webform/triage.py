@@ -35,6 +35,7 @@ from daemon.pipeline import Pipeline
 from daemon.quarantine import discard_quarantined, retry_quarantined
 from daemon.reports import DIMENSIONS, L1_TARGET, hours, percent, report, weekly
 from daemon.store.models import Attachment, Blob, Message, RawMessage, Technician, Ticket
+from daemon.tickets import held_causes
 from webform import helpdesk, params
 from webform.auth import coordinator_required
 from webform.charts import Series, bar_chart, heat_map, line_chart
@@ -302,6 +303,7 @@ def _ticket_or_404(session: Session, number: str) -> Ticket:
 class ThreadEntry:
     message: Message
     html: object      # webform.mailview.MailHtml or None
+    held_cause: str | None = None   # daemon.tickets.held_causes
 
 
 @blueprint.get("/tickets/<number>")
@@ -311,8 +313,10 @@ def ticket(number: str):
     with desk.store.transaction() as session:
         found = _ticket_or_404(session, number)
         # Our own mail is text we wrote; only what came in needs its HTML shown, isolated.
+        causes = held_causes(found) if found.held else {}
         thread = [ThreadEntry(m, mail_html(session, m, show_images=show_images)
-                              if m.direction == "in" else None) for m in found.messages]
+                              if m.direction == "in" else None, causes.get(m.message_id))
+                  for m in found.messages]
         response = _render("ticket.html", session, ticket=found, thread=thread,
                            show_images=show_images, sla_due=ticket_sla_due(session, found),
                            blocked_images=sum(e.html.blocked_images for e in thread if e.html))

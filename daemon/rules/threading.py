@@ -1,8 +1,10 @@
 """Find the ticket a mail belongs to: subject tag first, then In-Reply-To/References.
 
-A tag is easy to type or guess, so a tagged mail from someone with no tie to the ticket
-is held for the coordinator; a reference to one of the ticket's Message-IDs proves the
-sender saw the conversation, so it joins them to it.
+Neither match is a key to the ticket. A tag is easy to type or guess, and a customer's
+Message-ID travels wherever the customer's mail went: a mail matched either way from a
+sender with no tie to the ticket (daemon.tickets.is_tied: requester, on To or Cc of one
+of its messages, ours included, a technician, the client's domains) is held for the
+coordinator.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from daemon.tickets import is_tied, read_rows, reading
 class ThreadMatch:
     ticket: Ticket | None
     via: str | None = None      # "tag", "reference" or None for a new ticket
-    held: bool = False          # tagged, but the sender has no tie to the ticket
+    held: bool = False          # matched, but the sender has no tie to the ticket
 
 
 @lru_cache(maxsize=16)
@@ -75,8 +77,18 @@ def _find_thread(session: Session, mail: ParsedMail, prefix: str) -> ThreadMatch
         ticket = referenced if referenced is not None and referenced.number == number \
             else session.scalar(select(Ticket).where(Ticket.number == number))
         if ticket is not None:
-            trusted = referenced is ticket or is_tied(session, ticket, mail.from_email)
-            return ThreadMatch(ticket, "tag", held=not trusted)
+            return ThreadMatch(ticket, "tag", held=not may_join(session, ticket, mail))
     if referenced is not None:
-        return ThreadMatch(referenced, "reference")
+        return ThreadMatch(referenced, "reference", held=not may_join(session, referenced, mail))
     return ThreadMatch(None)
+
+
+def may_join(session: Session, ticket: Ticket, mail: ParsedMail) -> bool:
+    """Whether MAIL's sender may add to TICKET unheld: tied to it (`is_tied`).
+
+    Neither a tag nor a reference proves more: a customer's own Message-ID travels
+    wherever the customer's mail went (forwards, list archives, CC), and a tag is a
+    number. Mail we sent about the ticket is on it with its To and Cc, so an address we
+    wrote to is tied: answering our mail to that very address joins.
+    """
+    return is_tied(session, ticket, mail.from_email)

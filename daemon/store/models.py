@@ -126,7 +126,7 @@ class Ticket(Base):
     category: Mapped[str | None] = mapped_column(String(100))
     client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"))  # see TRIAGE_INDEXES
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("technicians.id"), index=True)
-    requester_email: Mapped[str] = mapped_column(String(320), default="", index=True)
+    requester_email: Mapped[str] = mapped_column(String(320), default="")  # see REQUESTER_INDEX
     requester_name: Mapped[str] = mapped_column(String(300), default="")
     channel: Mapped[str] = mapped_column(String(16), default="email")
     mailbox: Mapped[str | None] = mapped_column(String(320))
@@ -189,6 +189,12 @@ TRIAGE_INDEXES = (
     Index("ix_tickets_held", Ticket.id, sqlite_where=text("held IS 1"),
           postgresql_where=text("held IS true")),
 )
+
+
+# A sender's tickets of the last hour (the flood limit, daemon.rules.flood), and a
+# requester's tickets: one index, migration 0014.
+REQUESTER_INDEX = Index("ix_tickets_requester_email_created_at", Ticket.requester_email,
+                        Ticket.created_at)
 
 
 class Participant(Base):
