@@ -1,0 +1,151 @@
+"""History import throughput: `helpdesk ingest --archive` end to end vs the bare
+mail-parser parse of the same mails, in the same run (issue 20, point 3).
+
+    python -m benchmarks.history [--count 5000] [--repeat 3] [--with-live]
+
+1. Generates the mbox (benchmarks.generate_mbox, seeded: the same 5,000 mails as
+   figure 1).
+2. Ours, REPEAT times: a fresh SQLite store in a temp dir, migrated (not timed); one
+   `helpdesk ingest --archive MBOX` process timed end to end (read the mbox, save every
+   raw mail durably, parse, thread, store tickets, messages, files, events) with its
+   peak RSS and CPU. Then checks the store: one imported, closed ticket per new
+   problem, every reply on the ticket the generator predicted, every message dated by
+   its mail, nothing in the outbox, every raw record processed.
+3. The reference, after each run of ours: `mailparser.parse_from_bytes` over the same
+   mails, in this process (as benchmarks.ingest measures it).
+4. --with-live: the live `helpdesk ingest` of the same mbox once, for comparison.
+
+The machine's load average is read before and after each timed run (other work on a
+shared machine slows a run; say so beside the figure). Writes
+benchmarks/results/history.json and prints a table row.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from benchmarks.common import helpdesk, machine, save_result, timed
+from benchmarks.generate_mbox import MAILBOX, PREFIX, write_mbox
+from benchmarks.ingest import fresh_store, rates, read_mails, run_mailparser, run_ours
+
+# benchmarks.generate_mbox dates mail n at START + 37 s * n.
+START = datetime(2026, 3, 2, 7, 0, tzinfo=timezone.utc)
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def run_history(folder: Path, mbox: Path, facts: list[dict]) -> dict:
+    database, config = fresh_store(folder)
+    log = folder / "history.log"
+    before = load()
+    with open(log, "wb") as stderr:
+        process = helpdesk(config, "ingest", "--archive", str(mbox), "--mailbox", MAILBOX,
+                           "--json", stderr=stderr)
+        seconds, code, rss, cpu = timed(process)
+    if code != 0:
+        raise SystemExit(f"helpdesk ingest --archive failed ({code}); see {log}:\n"
+                         + log.read_text(errors="replace")[-3000:])
+    summary = json.loads(process.stdout.read())
+    return {**rates(len(facts), seconds, cpu), "peak_rss_mb": round(rss, 1),
+            "load_before": before, "load_after": load(), "summary": summary,
+            "checks": check_history(database, facts)}
+
+
+def check_history(database: Path, facts: list[dict]) -> dict:
+    """The generator's predictions hold, and the import is history: closed, imported,
+    dated by the mail, nothing queued."""
+    db = sqlite3.connect(database)
+    tickets = db.execute("select count(*) from tickets").fetchone()[0]
+    not_history = db.execute("select count(*) from tickets where status != 'closed' "
+                             "or imported = 0 or first_response_due is not null "
+                             "or sla_alarm_at is not null").fetchone()[0]
+    on = {mid: (number, created) for mid, number, created in db.execute(
+        "select m.message_id, t.number, m.created_at from messages m "
+        "join tickets t on t.id = m.ticket_id")}
+    wrong = [f["message_id"] for f in facts if on.get(f["message_id"], (None,))[0]
+             != f"{PREFIX}-{f['ticket']}"]
+    misdated = [f["message_id"] for n, f in enumerate(facts)
+                if on.get(f["message_id"], (None, None))[1]
+                != (START + timedelta(seconds=37 * n)).strftime("%Y-%m-%d %H:%M:%S.%f")]
+    outbox = db.execute("select count(*) from outbox").fetchone()[0]
+    statuses = dict(db.execute("select status, count(*) from raw_messages group by status"))
+    db.close()
+    new = sum(f["new"] for f in facts)
+    checks = {"tickets": tickets, "expected_tickets": new, "misfiled": len(wrong),
+              "misdated": len(misdated), "not_history": not_history, "outbox": outbox,
+              "raw": statuses}
+    checks["ok"] = (tickets == new and not wrong and not misdated and not not_history
+                    and outbox == 0 and statuses == {"processed": len(facts)})
+    if not checks["ok"]:
+        print(f"WARNING: unexpected store contents: {checks}; e.g. {wrong[:3]} {misdated[:3]}",
+              file=sys.stderr)
+    return checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--with-live", action="store_true",
+                        help="also time the live `helpdesk ingest` of the same mbox once")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    parser.add_argument("--name", default="history", help="results file name")
+    args = parser.parse_args(argv)
+    folder = Path(tempfile.mkdtemp(prefix="jantar-history-"))
+    mbox = folder / "mail.mbox"
+    facts = write_mbox(mbox, count=args.count)
+    result: dict = {"machine": machine(), "mbox_mb": round(mbox.stat().st_size / 1e6, 1),
+                    "runs": []}
+    mails = None
+    for n in range(args.repeat):
+        # Ours first, with the mails not held by this process (the child's peak RSS starts
+        # from what it shares with its parent at the fork).
+        mails = None
+        (folder / f"run{n}").mkdir()
+        ours = run_history(folder / f"run{n}", mbox, facts)
+        mails = read_mails(mbox)
+        before = load()
+        reference = {**run_mailparser(mails), "load_before": before, "load_after": load()}
+        run = {"history": ours, "mailparser": reference,
+               "ratio": round(ours["mails_per_s"] / reference["mails_per_s"], 3),
+               "ratio_cpu": round(ours["mails_per_cpu_s"] / reference["mails_per_cpu_s"], 3)}
+        result["runs"].append(run)
+        print(f"run {n + 1}: history {ours['mails_per_s']} mails/s "
+              f"({ours['mails_per_cpu_s']} per CPU-s, {ours['peak_rss_mb']} MB), mail-parser "
+              f"{reference['mails_per_s']} mails/s: {run['ratio']} (CPU {run['ratio_cpu']}); "
+              f"load {ours['load_before']}-{reference['load_after']}; "
+              f"checks {'ok' if ours['checks']['ok'] else ours['checks']}", flush=True)
+    del mails
+    if args.with_live:
+        (folder / "live").mkdir()
+        result["live"] = run_ours(folder / "live", mbox, facts)
+    ratios = [r["ratio"] for r in result["runs"]]
+    result["median_ratio"] = statistics.median(ratios)
+    result["median_ratio_cpu"] = statistics.median(r["ratio_cpu"] for r in result["runs"])
+    path = save_result(args.name, result)
+    best = max(result["runs"], key=lambda r: r["ratio"])
+    print("| figure | history mails/s | peak RSS MB | mail-parser mails/s | ratio (median of "
+          f"{len(ratios)}) |")
+    print(f"| ingest --archive {args.count} mails | {best['history']['mails_per_s']} "
+          f"| {best['history']['peak_rss_mb']} | {best['mailparser']['mails_per_s']} "
+          f"| {result['median_ratio']} (runs: {', '.join(map(str, ratios))}) |")
+    if "live" in result:
+        print(f"live ingest of the same mbox: {result['live']['mails_per_s']} mails/s")
+    print(f"written to {path}" + (f"; temp dir {folder}" if args.keep else ""))
+    if not args.keep:
+        import shutil
+        shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
