@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from daemon.store import Store
+from daemon.store.ids import allocate_ids
 from daemon.store.models import RawBody, RawMessage
 
 if TYPE_CHECKING:
@@ -233,10 +234,11 @@ def _insert_raws(connection, rows: list[dict]) -> list[int]:
     """Insert ROWS into raw_messages (one executemany); their ids, in order."""
     if not rows:
         return []
-    return connection.execute(_INSERT_RAWS, rows).scalars().all()
+    ids = allocate_ids(connection, RawMessage.__table__, len(rows))
+    connection.execute(_INSERT_RAWS, [{**row, "id": raw_id} for row, raw_id in zip(rows, ids)])
+    return ids
 
 
 _KNOWN_KEYS = select(RawMessage.__table__.c.idempotency_key, RawMessage.__table__.c.id).where(
     RawMessage.__table__.c.idempotency_key.in_(bindparam("keys", expanding=True)))
-_INSERT_RAWS = insert(RawMessage.__table__).returning(RawMessage.__table__.c.id,
-                                                      sort_by_parameter_order=True)
+_INSERT_RAWS = insert(RawMessage.__table__)
