@@ -93,20 +93,22 @@ class ArchiveImport:
         ids, raws = [raw_id for raw_id, _ in batch], [raw for _, raw in batch]
         limit = self.config.limits.attachment_max_bytes
         pool = self._worker()
-        self._parsing.append((ids, pool.submit(parse_all, raws, limit) if pool
-                              else parse_all(raws, limit)))
+        self._parsing.append((ids, pool.submit(parse_all, raws, limit) if pool else None))
         while len(self._parsing) > (IN_FLIGHT if pool else 0):
             self._import_next()
 
     def _import_next(self) -> None:
+        """Import the oldest batch handed out; without the worker's parse (none, or it
+        failed), the importer parses it and quarantines what fails, mail by mail."""
         ids, parsing = self._parsing.popleft()
+        parsed = None
         try:
-            mails = parsing.result() if isinstance(parsing, Future) else parsing
-        except BrokenProcessPool:  # the worker died (memory?): this process parses them
+            parsed = dict(zip(ids, parsing.result())) if parsing is not None else None
+        except BrokenProcessPool:  # the worker died (memory?): this process parses from now
             log.warning("the parsing process died; parsing in this process")
             self._pool, self.workers = None, 0
-            mails = None
-        parsed = dict(zip(ids, mails)) if mails is not None else None
+        except Exception:  # noqa: BLE001 - parsed again here, where a failure is quarantined
+            log.exception("parsing a batch in the parsing process failed")
         self.result.imported.update(self.importer.import_batch(ids, parsed) or Counter())
 
     def _worker(self) -> ProcessPoolExecutor | None:
