@@ -462,13 +462,13 @@ class ImapPuller:
     def _log_plan(self, cursor: CursorState, plan: dict[int, Existing]) -> None:
         counts = {status: sum(e.status == status for e in plan.values())
                   for status in (HISTORY, HISTORY_LIVE, "pending")}
-        days = self.mailbox.existing_unseen_live
+        window = _duration(self.mailbox.existing_unseen_live)
         log.info("%s: %s: %d message(s) already there (UIDs up to %d, rule %r): %d archived "
                  "as history, %d taken as new (%s), 0 skipped", self.label,
                  "first connection" if cursor.last_uid == 0 else "going on with the mail "
                  "already there", len(plan), cursor.existing_through, cursor.existing_mail,
                  counts[HISTORY], counts[HISTORY_LIVE] + counts["pending"],
-                 f"unseen, younger than {days}" if cursor.existing_mail == "archive"
+                 f"unseen, younger than {window}" if cursor.existing_mail == "archive"
                  else "existing_mail = process")
 
     def _import_history(self) -> None:
@@ -573,7 +573,7 @@ class ImapPuller:
                         "to %d) again as history, unseen mail younger than %s as new; mail "
                         "the helpdesk holds already is recognised by Message-ID",
                         self.label, previous, uidvalidity, highest,
-                        self.mailbox.existing_unseen_live)
+                        _duration(self.mailbox.existing_unseen_live))
         elif rule == "skip":
             log.info("%s: first connection: %d message(s) already there (UIDs up to %d): "
                      "0 archived as history, 0 taken as new, all skipped (left unread and "
@@ -631,6 +631,15 @@ class ImapPuller:
         else:
             log.error("%s: unexpected %s; %s", self.label, describe_error(exc), what_next,
                       exc_info=exc)
+
+
+def _duration(span: timedelta) -> str:
+    """SPAN as the configuration writes it: 3d, 36h, 90m, 45s."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _aware(moment: datetime | None) -> datetime | None:
