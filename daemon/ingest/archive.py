@@ -58,7 +58,7 @@ class ArchiveImport:
         self.workers = workers if workers is not None else int(parallel_parsing())
         self.result = ArchiveResult()
         self._pool: ProcessPoolExecutor | None = None
-        self._parsing: deque[tuple[list[int], Future | list]] = deque()
+        self._parsing: deque[tuple[list[int], Future | list[bytes]]] = deque()
 
     def run(self, paths: Iterable[Path]) -> ArchiveResult:
         """Import what an earlier run left, then the mail of PATHS; raises NotMail for a
@@ -93,22 +93,25 @@ class ArchiveImport:
         ids, raws = [raw_id for raw_id, _ in batch], [raw for _, raw in batch]
         limit = self.config.limits.attachment_max_bytes
         pool = self._worker()
-        self._parsing.append((ids, pool.submit(parse_all, raws, limit) if pool else None))
+        self._parsing.append((ids, pool.submit(parse_all, raws, limit) if pool else raws))
         while len(self._parsing) > (IN_FLIGHT if pool else 0):
             self._import_next()
 
     def _import_next(self) -> None:
-        """Import the oldest batch handed out; without the worker's parse (none, or it
-        failed), the importer parses it and quarantines what fails, mail by mail."""
+        """Import the oldest batch handed out. Should its parse fail (a bug, the worker
+        gone), the importer parses it again itself, where a failure is quarantined mail
+        by mail."""
         ids, parsing = self._parsing.popleft()
         parsed = None
         try:
-            parsed = dict(zip(ids, parsing.result())) if parsing is not None else None
+            mails = (parsing.result() if isinstance(parsing, Future)
+                     else parse_all(parsing, self.config.limits.attachment_max_bytes))
+            parsed = dict(zip(ids, mails))
         except BrokenProcessPool:  # the worker died (memory?): this process parses from now
             log.warning("the parsing process died; parsing in this process")
             self._pool, self.workers = None, 0
-        except Exception:  # noqa: BLE001 - parsed again here, where a failure is quarantined
-            log.exception("parsing a batch in the parsing process failed")
+        except Exception:  # noqa: BLE001 - parsed again by the importer, mail by mail
+            log.exception("parsing a batch of history failed")
         self.result.imported.update(self.importer.import_batch(ids, parsed) or Counter())
 
     def _worker(self) -> ProcessPoolExecutor | None:
