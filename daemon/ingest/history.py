@@ -18,6 +18,7 @@ ticket of the mail it answers, and follows the reopen rules from there.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import traceback
@@ -103,16 +104,26 @@ _CLAIM_PARSED = {locking: _claim_query(locking=locking, by_id=True, with_bytes=F
 
 def parse_all(raws: list[bytes | None], attachment_max_bytes: int | None
               ) -> list[ParsedMail | str]:
-    """Each raw mail parsed, or the reason it cannot be (a quarantine reason)."""
+    """Each raw mail parsed, or the reason it cannot be (a quarantine reason).
+
+    Each stored file's SHA-256 comes with it (`digest`, read by
+    daemon.ingest.history_writes): in the parsing process (daemon.ingest.archive) the
+    hashing is done beside the import too.
+    """
     parsed: list[ParsedMail | str] = []
     for raw in raws:
         if raw is None:
             parsed.append("the record's bytes are missing from the store")
             continue
         try:
-            parsed.append(parse_mail(raw, attachment_max_bytes=attachment_max_bytes))
+            mail = parse_mail(raw, attachment_max_bytes=attachment_max_bytes)
         except UnparseableMail as exc:
             parsed.append(f"unparseable: {exc}")
+            continue
+        for attachment in mail.attachments:
+            if not attachment.truncated:
+                attachment.digest = hashlib.sha256(attachment.data).hexdigest()
+        parsed.append(mail)
     return parsed
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from daemon.ingest.history_filing import BatchFiling, Filed, HistoryTicket
+from daemon.parse import ParsedAttachment
 from daemon.store.ids import allocate_ids
 from daemon.store.models import Attachment, Blob, Event, Message, Participant, RawMessage, Ticket
 from daemon.tickets import COPY_FROM, _insert_ignoring, _message_values, _text, copy_rows, \
@@ -101,7 +102,7 @@ def _insert_files(session: Session, kept: list[Filed], message_ids: list[int]) -
         for attachment in filed.record.mail.attachments:
             digest = None
             if not attachment.truncated:
-                digest = hashlib.sha256(attachment.data).hexdigest()
+                digest = file_digest(attachment)
                 blobs.setdefault(digest, {"sha256": digest, "size": len(attachment.data),
                                           "data": attachment.data})
             files.append(dict(message_id=message_id,
@@ -113,6 +114,11 @@ def _insert_files(session: Session, kept: list[Filed], message_ids: list[int]) -
     if blobs:  # stored once per content, whoever stored it first
         session.connection().execute(_ignoring(session, Blob), list(blobs.values()))
     _insert_rows(session, Attachment.__table__, files)
+
+
+def file_digest(attachment: ParsedAttachment) -> str:
+    """The SHA-256 of a parsed file's content: as `history.parse_all` worked it out."""
+    return getattr(attachment, "digest", None) or hashlib.sha256(attachment.data).hexdigest()
 
 
 def _insert_events(session: Session, filing: BatchFiling, kept: list[Filed],
