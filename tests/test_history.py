@@ -21,9 +21,13 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from daemon.cli import main
-from daemon.ingest import history as history_module
+from daemon.clock import Clock
+from daemon.config import load as load_config
+from daemon.ingest import history_parse as history_module
+from daemon.pipeline import Pipeline
 from daemon.store import Store
 from daemon.store.models import Event, Message, OutboxMail, RawMessage, Ticket
+from tests.callsupport import calls_section, export_bytes, orange_source, row
 from tests.conftest import NOW
 from tests.mailfactory import deliver, make_mail
 
@@ -396,3 +400,29 @@ def test_imported_tickets_count_in_no_report_figure(tmp_path, config_file, capsy
     totals = json.loads(out)["totals"]
     # The live one only: the imported one, dated 24 November, is inside the period too.
     assert totals["opened"] == 1 and totals["backlog"] == 1
+
+
+def test_a_call_report_in_the_history_of_a_pbx_mailbox_files_calls_not_a_ticket(
+        tmp_path, config_file, capsys, store):
+    source = orange_source(tmp_path / "cdr", name="orange-mail", kind="mail",
+                           mailbox="centralka@jantar.pl")
+    del source["path"]
+    config = config_file(mailboxes=[{"address": "sklep@jantar.pl"},
+                                    {"address": "centralka@jantar.pl"}],
+                         pbx_sources=[source], calls=calls_section())
+    report = export_bytes([row("R1", "2024-03-01 10:01:00", "0600123456", "Odebrane")])
+    eml = tmp_path / "raport.eml"
+    eml.write_bytes(make_mail(sender="centralka@orange.pl", to="centralka@jantar.pl",
+                              message_id="<raport@orange.pl>",
+                              attachments=[("raport.csv", "text/csv", report)]))
+
+    code, out, err = run(capsys, "--config", str(config), "ingest", "--archive", str(eml),
+                         "--mailbox", "centralka@jantar.pl", "--json", "--parse-workers", "0")
+
+    assert code == 0, err
+    assert json.loads(out)["history"] == {"new mail": 1}   # handed to the pipeline
+    Pipeline(load_config(config), store, Clock()).process_pending()
+    with store.transaction() as session:
+        [raw] = session.scalars(select(RawMessage)).all()
+        assert raw.status == "processed" and raw.reason.startswith("PBX call report: 1 call")
+    assert tickets(capsys, config) == [] and outbox_count(store) == 0

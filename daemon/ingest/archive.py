@@ -24,7 +24,8 @@ from pathlib import Path
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.ingest.files import FileMail, read_mail
-from daemon.ingest.history import HISTORY, HistoryImporter, history_envelope, parse_all
+from daemon.ingest.history import HISTORY, HistoryImporter, history_envelope
+from daemon.ingest.history_parse import parse_all
 from daemon.ingest.intake import save_kept
 from daemon.store import Store
 

@@ -18,7 +18,6 @@ ticket of the mail it answers, and follows the reopen rules from there.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import traceback
@@ -35,7 +34,8 @@ from daemon.clock import Clock
 from daemon.config import Config
 from daemon.ingest.history_filing import BatchFiling, Directory, Record
 from daemon.ingest.history_writes import write_batch, write_outcomes
-from daemon.parse import ParsedMail, UnparseableMail, parse_mail
+from daemon.ingest.history_parse import parse_all
+from daemon.parse import ParsedMail
 from daemon.store import Store
 from daemon.store.models import RawBody, RawMessage
 
@@ -100,31 +100,6 @@ _CLAIM = {(locking, by_id): _claim_query(locking=locking, by_id=by_id)
 # Records whose mail the caller has parsed already (daemon.ingest.archive): no bytes.
 _CLAIM_PARSED = {locking: _claim_query(locking=locking, by_id=True, with_bytes=False)
                  for locking in (False, True)}
-
-
-def parse_all(raws: list[bytes | None], attachment_max_bytes: int | None
-              ) -> list[ParsedMail | str]:
-    """Each raw mail parsed, or the reason it cannot be (a quarantine reason).
-
-    Each stored file's SHA-256 comes with it (`digest`, read by
-    daemon.ingest.history_writes): in the parsing process (daemon.ingest.archive) the
-    hashing is done beside the import too.
-    """
-    parsed: list[ParsedMail | str] = []
-    for raw in raws:
-        if raw is None:
-            parsed.append("the record's bytes are missing from the store")
-            continue
-        try:
-            mail = parse_mail(raw, attachment_max_bytes=attachment_max_bytes)
-        except UnparseableMail as exc:
-            parsed.append(f"unparseable: {exc}")
-            continue
-        for attachment in mail.attachments:
-            if not attachment.truncated:
-                attachment.digest = hashlib.sha256(attachment.data).hexdigest()
-        parsed.append(mail)
-    return parsed
 
 
 Parser = Callable[[list[bytes | None], int | None], list[ParsedMail | str]]
@@ -214,8 +189,9 @@ class HistoryImporter:
 
     def _file(self, session: Session, records: list[Claimed], now: datetime,
               parsed: dict[int, ParsedMail | str] | None) -> Counter:
-        live = [r.id for r in records if r.status == HISTORY_LIVE]
-        history = [r for r in records if r.status == HISTORY]
+        to_pipeline = self._to_pipeline(records)
+        live = [r.id for r in records if r.id in to_pipeline]
+        history = [r for r in records if r.id not in to_pipeline]
         mails = ([parsed[r.id] for r in history] if parsed is not None else
                  self.parser([r.data for r in history], self.config.limits.attachment_max_bytes))
         outcomes, good = [], []
@@ -235,6 +211,16 @@ class HistoryImporter:
                      for f in filing.filed]
         write_outcomes(session, outcomes, live)
         return self._counted(filing, outcomes, live)
+
+    def _to_pipeline(self, records: list[Claimed]) -> set[int]:
+        """The records the pipeline takes: new mail found with the history, and mail to a
+        PBX source's mailbox, a call report rather than a conversation (the pipeline
+        files its calls and opens no ticket; a call too old to call back is only kept)."""
+        ids = {r.id for r in records if r.status == HISTORY_LIVE}
+        if self.config.extra.get("pbx_sources"):  # without any, no mailbox gets reports
+            from daemon.ingest.calls.mail import is_report_mail
+            ids |= {r.id for r in records if is_report_mail(self.config, r)}
+        return ids
 
     def _directory_of(self, session: Session) -> Directory:
         if self._directory is None:

@@ -27,6 +27,8 @@ _TOUCHED = (update(_TICKETS).where(_TICKETS.c.id == bindparam("ticket_id"))
                     updated_at=bindparam("latest")))
 # SET: the parameters' keys other than raw_id (see daemon/pipeline.py _FINISH).
 _OUTCOME = update(_RAWS).where(_RAWS.c.id == bindparam("raw_id"))
+_RELEASE = (update(_RAWS).where(_RAWS.c.id.in_(bindparam("ids", expanding=True)))
+            .values(status="pending"))
 
 
 def write_batch(session: Session, filing: BatchFiling, prefix: str, now: datetime) -> None:
@@ -117,20 +119,19 @@ def _insert_files(session: Session, kept: list[Filed], message_ids: list[int]) -
 
 
 def file_digest(attachment: ParsedAttachment) -> str:
-    """The SHA-256 of a parsed file's content: as `history.parse_all` worked it out."""
+    """The SHA-256 of a parsed file's content: as `history_parse.parse_all` worked it out."""
     return getattr(attachment, "digest", None) or hashlib.sha256(attachment.data).hexdigest()
 
 
 def _insert_events(session: Session, filing: BatchFiling, kept: list[Filed],
                    now: datetime) -> None:
-    opened = {id(t) for t in filing.new_tickets}
     events = [dict(ticket_id=t.id, at=now, actor=_text(t.requester_email, 320) or "system",
                    action="imported", detail=t.event) for t in filing.new_tickets]
     events += [dict(ticket_id=f.ticket.id, at=now,
                     actor=_text(f.record.mail.from_email, 320) or "system",
                     action="message_imported",
                     detail={"via": f.via, "kind": f.kind, "date": f.date.isoformat()})
-               for f in kept if f.via is not None or id(f.ticket) not in opened]
+               for f in kept if f.via is not None]   # the others opened their ticket
     _insert_rows(session, Event.__table__, events)
 
 
@@ -139,9 +140,7 @@ def write_outcomes(session: Session, outcomes: list[dict], released: list[int]) 
     if outcomes:
         session.connection().execute(_OUTCOME, outcomes)
     if released:
-        session.connection().execute(
-            update(_RAWS).where(_RAWS.c.id.in_(bindparam("ids", expanding=True)))
-            .values(status="pending"), {"ids": released})
+        session.connection().execute(_RELEASE, {"ids": released})
 
 
 def _insert_rows(session: Session, table, rows: list[dict]) -> None:
