@@ -1,7 +1,7 @@
 """History import throughput: `helpdesk ingest --archive` end to end vs the bare
 mail-parser parse of the same mails, in the same run (issue 20, point 3).
 
-    python -m benchmarks.history [--count 5000] [--repeat 3] [--with-live]
+    python -m benchmarks.history [--count 5000] [--repeat 3] [--compare-workers] [--with-live]
 
 1. Generates the mbox (benchmarks.generate_mbox, seeded: the same 5,000 mails as
    figure 1).
@@ -12,8 +12,10 @@ mail-parser parse of the same mails, in the same run (issue 20, point 3).
    problem, every reply on the ticket the generator predicted, every message dated by
    its mail, nothing in the outbox, every raw record processed.
 3. The reference, after each run of ours: `mailparser.parse_from_bytes` over the same
-   mails, in this process (as benchmarks.ingest measures it).
-4. --with-live: the live `helpdesk ingest` of the same mbox once, for comparison.
+   mails, as benchmarks.ingest measures it, in a Python process of its own.
+4. --compare-workers: each repeat also runs `--parse-workers 0` (no parsing process),
+   to show what the second process brings on this machine at this load.
+5. --with-live: the live `helpdesk ingest` of the same mbox once, for comparison.
 
 The machine's load average is read before and after each timed run (other work on a
 shared machine slows a run; say so beside the figure). Writes
@@ -26,14 +28,16 @@ import json
 import os
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from benchmarks.common import helpdesk, machine, save_result, timed
 from benchmarks.generate_mbox import MAILBOX, PREFIX, write_mbox
-from benchmarks.ingest import fresh_store, rates, read_mails, run_mailparser, run_ours
+from benchmarks.ingest import fresh_store, rates, run_ours
 
 # benchmarks.generate_mbox dates mail n at START + 37 s * n.
 START = datetime(2026, 3, 2, 7, 0, tzinfo=timezone.utc)
@@ -43,19 +47,53 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def run_history(folder: Path, mbox: Path, facts: list[dict]) -> dict:
+def timed_tree(process: subprocess.Popen) -> tuple[float, int, float, float, dict]:
+    """`benchmarks.common.timed`, counting the command's parsing processes too.
+
+    They are forked by a multiprocessing server process the command never waits for,
+    so their CPU is not in the command's own rusage: each descendant's CPU and RSS are
+    sampled every 50 ms and its last sample counted (a process may run up to 50 ms
+    more after it). Returns also the peak RSS of each descendant, by its name.
+    """
+    import psutil
+    start = time.perf_counter()
+    root = psutil.Process(process.pid)
+    cpu_of, rss_of = {}, {}
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        try:
+            for child in root.children(recursive=True):
+                with child.oneshot():
+                    times, rss = child.cpu_times(), child.memory_info().rss
+                    name = " ".join(child.cmdline()[1:4])[:60]
+                cpu_of[child.pid] = times.user + times.system
+                rss_of[name] = max(rss_of.get(name, 0), rss / 2**20)
+        except psutil.Error:
+            pass  # it ended between the listing and the reading
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    own = usage.ru_utime + usage.ru_stime  # with the children it waited for
+    return elapsed, process.returncode, usage.ru_maxrss / 1024, own + sum(cpu_of.values()), {
+        name: round(mb, 1) for name, mb in rss_of.items()}
+
+
+def run_history(folder: Path, mbox: Path, facts: list[dict], *options: str) -> dict:
     database, config = fresh_store(folder)
     log = folder / "history.log"
     before = load()
     with open(log, "wb") as stderr:
         process = helpdesk(config, "ingest", "--archive", str(mbox), "--mailbox", MAILBOX,
-                           "--json", stderr=stderr)
-        seconds, code, rss, cpu = timed(process)
+                           "--json", *options, stderr=stderr)
+        seconds, code, rss, cpu, helpers = timed_tree(process)
     if code != 0:
         raise SystemExit(f"helpdesk ingest --archive failed ({code}); see {log}:\n"
                          + log.read_text(errors="replace")[-3000:])
     summary = json.loads(process.stdout.read())
     return {**rates(len(facts), seconds, cpu), "peak_rss_mb": round(rss, 1),
+            "helper_peak_rss_mb": helpers,
             "load_before": before, "load_after": load(), "summary": summary,
             "checks": check_history(database, facts)}
 
@@ -91,10 +129,23 @@ def check_history(database: Path, facts: list[dict]) -> dict:
     return checks
 
 
+def run_reference(mbox: Path) -> dict:
+    """The bare mail-parser parse of MBOX's mails, in a process of its own: this one never
+    holds the mails, so the peak RSS of the commands it starts is theirs alone (a child
+    starts from what it shares with its parent at the fork)."""
+    code = ("import json, sys; from benchmarks.ingest import read_mails, run_mailparser; "
+            "print(json.dumps(run_mailparser(read_mails(sys.argv[1]))))")
+    done = subprocess.run([sys.executable, "-c", code, str(mbox)], capture_output=True,
+                          text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    return json.loads(done.stdout)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--compare-workers", action="store_true",
+                        help="each repeat also without the parsing process")
     parser.add_argument("--with-live", action="store_true",
                         help="also time the live `helpdesk ingest` of the same mbox once")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
@@ -105,26 +156,29 @@ def main(argv: list[str] | None = None) -> int:
     facts = write_mbox(mbox, count=args.count)
     result: dict = {"machine": machine(), "mbox_mb": round(mbox.stat().st_size / 1e6, 1),
                     "runs": []}
-    mails = None
     for n in range(args.repeat):
-        # Ours first, with the mails not held by this process (the child's peak RSS starts
-        # from what it shares with its parent at the fork).
-        mails = None
         (folder / f"run{n}").mkdir()
         ours = run_history(folder / f"run{n}", mbox, facts)
-        mails = read_mails(mbox)
         before = load()
-        reference = {**run_mailparser(mails), "load_before": before, "load_after": load()}
+        reference = {**run_reference(mbox), "load_before": before, "load_after": load()}
         run = {"history": ours, "mailparser": reference,
                "ratio": round(ours["mails_per_s"] / reference["mails_per_s"], 3),
                "ratio_cpu": round(ours["mails_per_cpu_s"] / reference["mails_per_cpu_s"], 3)}
+        if args.compare_workers:
+            (folder / f"run{n}-single").mkdir()
+            single = run_history(folder / f"run{n}-single", mbox, facts, "--parse-workers", "0")
+            run["single_process"] = {**single, "ratio": round(
+                single["mails_per_s"] / reference["mails_per_s"], 3)}
+            print(f"  without the parsing process: {single['mails_per_s']} mails/s "
+                  f"({single['mails_per_cpu_s']} per CPU-s, {single['peak_rss_mb']} MB): "
+                  f"{run['single_process']['ratio']}; load {single['load_before']}-"
+                  f"{single['load_after']}", flush=True)
         result["runs"].append(run)
         print(f"run {n + 1}: history {ours['mails_per_s']} mails/s "
               f"({ours['mails_per_cpu_s']} per CPU-s, {ours['peak_rss_mb']} MB), mail-parser "
               f"{reference['mails_per_s']} mails/s: {run['ratio']} (CPU {run['ratio_cpu']}); "
               f"load {ours['load_before']}-{reference['load_after']}; "
               f"checks {'ok' if ours['checks']['ok'] else ours['checks']}", flush=True)
-    del mails
     if args.with_live:
         (folder / "live").mkdir()
         result["live"] = run_ours(folder / "live", mbox, facts)

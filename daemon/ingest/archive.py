@@ -117,9 +117,12 @@ class ArchiveImport:
 
     def _worker(self) -> ProcessPoolExecutor | None:
         if self._pool is None and self.workers > 0:
-            # spawn: a fork would copy this process's open store connections and threads.
-            self._pool = ProcessPoolExecutor(max_workers=self.workers,
-                                             mp_context=multiprocessing.get_context("spawn"))
+            # A fork of this process would copy its open store connections and threads,
+            # and a spawned process imports the command's whole module first: the workers
+            # are forked from a fresh server process that has imported the parser alone.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["daemon.ingest.history_parse"])
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
         return self._pool
 
     def _drain(self) -> None:
