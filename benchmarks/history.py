@@ -35,7 +35,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from benchmarks.common import helpdesk, machine, save_result, timed
+from benchmarks.common import helpdesk, machine, save_result
 from benchmarks.generate_mbox import MAILBOX, PREFIX, write_mbox
 from benchmarks.ingest import fresh_store, rates, run_ours
 

@@ -26,7 +26,7 @@ from daemon.config import load as load_config
 from daemon.ingest import history_parse as history_module
 from daemon.pipeline import Pipeline
 from daemon.store import Store
-from daemon.store.models import Event, Message, OutboxMail, RawMessage, Ticket
+from daemon.store.models import Message, OutboxMail, RawMessage, Ticket
 from tests.callsupport import calls_section, export_bytes, orange_source, row
 from tests.conftest import NOW
 from tests.mailfactory import deliver, make_mail

@@ -55,8 +55,8 @@ def _insert_tickets(session: Session, tickets: list[HistoryTicket], prefix: str)
 
 def _ticket_row(ticket: HistoryTicket) -> dict:
     # Closed, with no clock: no due time, no alarm, nothing for the SLA sweep to find.
-    return dict(id=ticket.id, number=ticket.number, subject=_text(ticket.subject, 2000), status="closed",
-                tier="L1", priority="normal", category=None,
+    return dict(id=ticket.id, number=ticket.number, subject=_text(ticket.subject, 2000),
+                status="closed", tier="L1", priority="normal", category=None,
                 client_id=ticket.client.id if ticket.client else None, assignee_id=None,
                 requester_email=_text(ticket.requester_email, 320),
                 requester_name=_text(ticket.requester_name, 300), channel="email",

@@ -19,7 +19,7 @@ def allocate_ids(connection: Connection, table, count: int) -> list[int]:
     transaction."""
     if count <= 0:
         return []
-    if connection.dialect.name == "postgresql":  # the column's own sequence: unique across processes
+    if connection.dialect.name == "postgresql":  # the column's own sequence: never given twice
         return sorted(connection.scalars(_NEXT_VALUES, {"table": table.name, "count": count}))
     # SQLite: the writing transaction holds the database's write lock from its BEGIN
     # IMMEDIATE to its end, so nobody else can take these ids before the rows are in;
