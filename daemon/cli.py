@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "nothing sent")
     ingest.add_argument("--parse-workers", type=int, choices=(0, 1, 2, 3, 4), metavar="N",
                         help="with --archive: processes that parse beside the import "
-                             "(default: 1 on a machine with two cores or more, else 0)")
+                             "(default: 1 where a second core is idle, else 0)")
     ingest.set_defaults(func=cmd_ingest)
 
     tickets = commands.add_parser("tickets", help="list tickets")

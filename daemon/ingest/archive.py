@@ -4,8 +4,8 @@ and imported as history, the parsing done by a second process beside the saving.
 Each batch of mail is saved durably first (status "history", daemon.ingest.intake), then
 parsed by the worker while the next batch is read and saved, and imported
 (daemon.ingest.history) once parsed, in the order it was saved. The parse is the
-largest part of an import and needs nothing of the store, so on a machine with two
-cores it runs beside the rest (BENCHMARKS.md, figure 7). Killed anywhere, what was saved
+largest part of an import and needs nothing of the store, so where a second core is
+idle it runs beside the rest (BENCHMARKS.md, figure 7). Killed anywhere, what was saved
 and not yet imported waits as history and is imported first by the next run; what was
 not saved is read from the files again.
 """
@@ -35,11 +35,15 @@ IN_FLIGHT = 2   # batches parsed ahead of the import: the worker is never idle, 
 
 
 def parallel_parsing() -> bool:
-    """Whether a worker process may parse: this process may run on two CPUs or more."""
+    """Whether a second process should parse: this process may run on two CPUs or more,
+    and one of them is idle (the load average says so). The parsing process costs a
+    third more CPU in all (the mail goes to it and back); it shortens the import only
+    where a core would otherwise wait (BENCHMARKS.md, figure 7)."""
     try:
-        return len(os.sched_getaffinity(0)) > 1
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return (os.cpu_count() or 1) > 1
+        cpus = os.cpu_count() or 1
+    return cpus > 1 and os.getloadavg()[0] < cpus - 1
 
 
 @dataclass
