@@ -13,8 +13,9 @@ mail-parser parse of the same mails, in the same run (issue 20, point 3).
    its mail, nothing in the outbox, every raw record processed.
 3. The reference, after each run of ours: `mailparser.parse_from_bytes` over the same
    mails, as benchmarks.ingest measures it, in a Python process of its own.
-4. --compare-workers: each repeat also runs `--parse-workers 0` (no parsing process),
-   to show what the second process brings on this machine at this load.
+4. --compare-workers: each repeat also runs `--parse-workers 1` and `--parse-workers 0`
+   (with and without the parsing process; the default chooses by the load average), to
+   show what the second process brings on this machine at this load.
 5. --with-live: the live `helpdesk ingest` of the same mbox once, for comparison.
 
 The machine's load average is read before and after each timed run (other work on a
@@ -92,7 +93,11 @@ def run_history(folder: Path, mbox: Path, facts: list[dict], *options: str) -> d
         raise SystemExit(f"helpdesk ingest --archive failed ({code}); see {log}:\n"
                          + log.read_text(errors="replace")[-3000:])
     summary = json.loads(process.stdout.read())
+    parsing = next((line.split("history: parsing ", 1)[1] for line in
+                    log.read_text(errors="replace").splitlines()
+                    if "history: parsing " in line), "?")
     return {**rates(len(facts), seconds, cpu), "peak_rss_mb": round(rss, 1),
+            "parsing": parsing,
             "helper_peak_rss_mb": helpers,
             "load_before": before, "load_after": load(), "summary": summary,
             "checks": check_history(database, facts)}
@@ -165,16 +170,18 @@ def main(argv: list[str] | None = None) -> int:
                "ratio": round(ours["mails_per_s"] / reference["mails_per_s"], 3),
                "ratio_cpu": round(ours["mails_per_cpu_s"] / reference["mails_per_cpu_s"], 3)}
         if args.compare_workers:
-            (folder / f"run{n}-single").mkdir()
-            single = run_history(folder / f"run{n}-single", mbox, facts, "--parse-workers", "0")
-            run["single_process"] = {**single, "ratio": round(
-                single["mails_per_s"] / reference["mails_per_s"], 3)}
-            print(f"  without the parsing process: {single['mails_per_s']} mails/s "
-                  f"({single['mails_per_cpu_s']} per CPU-s, {single['peak_rss_mb']} MB): "
-                  f"{run['single_process']['ratio']}; load {single['load_before']}-"
-                  f"{single['load_after']}", flush=True)
+            for workers, label in (("1", "parsing_process"), ("0", "single_process")):
+                (folder / f"run{n}-{workers}").mkdir()
+                other = run_history(folder / f"run{n}-{workers}", mbox, facts,
+                                    "--parse-workers", workers)
+                run[label] = {**other, "ratio": round(
+                    other["mails_per_s"] / reference["mails_per_s"], 3)}
+                print(f"  --parse-workers {workers}: {other['mails_per_s']} mails/s "
+                      f"({other['mails_per_cpu_s']} per CPU-s, {other['peak_rss_mb']} MB): "
+                      f"{run[label]['ratio']}; load {other['load_before']}-"
+                      f"{other['load_after']}", flush=True)
         result["runs"].append(run)
-        print(f"run {n + 1}: history {ours['mails_per_s']} mails/s "
+        print(f"run {n + 1}: history (parsing {ours['parsing']}) {ours['mails_per_s']} mails/s "
               f"({ours['mails_per_cpu_s']} per CPU-s, {ours['peak_rss_mb']} MB), mail-parser "
               f"{reference['mails_per_s']} mails/s: {run['ratio']} (CPU {run['ratio_cpu']}); "
               f"load {ours['load_before']}-{reference['load_after']}; "

@@ -61,6 +61,8 @@ class ArchiveImport:
         self.importing = importing
         self.importer = HistoryImporter(config, store, clock)
         self.workers = workers if workers is not None else int(parallel_parsing())
+        log.info("history: parsing %s", f"in {self.workers} process(es) of its own"
+                 if self.workers else "in this process")
         self.result = ArchiveResult()
         self._pool: ProcessPoolExecutor | None = None
         self._parsing: deque[tuple[list[int], Future | list[bytes]]] = deque()
