@@ -202,6 +202,25 @@ def test_importing_the_same_files_again_changes_nothing(tmp_path, config_file, c
     assert [ticket(capsys, config, t["number"]) for t in tickets(capsys, config)] == before
 
 
+def test_history_saved_without_processing_is_imported_by_the_next_run(tmp_path, config_file,
+                                                                      capsys, store):
+    config = config_file()
+    eml = tmp_path / "old.eml"
+    eml.write_bytes(old_mail(message_id="np@bursztyn.pl", date="Fri, 01 Mar 2024 09:15:00 +0100"))
+    code, out, err = run(capsys, "--config", str(config), "ingest", "--archive", str(eml),
+                         "--no-process", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"files": {"saved": 1}, "history": {}}
+    assert tickets(capsys, config) == []
+    with store.transaction() as session:
+        assert session.scalars(select(RawMessage.status)).all() == ["history"]
+
+    assert archive(capsys, config, eml) == {"files": {"already stored": 1},
+                                            "history": {"imported": 1, "tickets": 1}}
+    [imported] = tickets(capsys, config)
+    assert imported["imported"] is True and outbox_count(store) == 0
+
+
 # -------------------------------------------------------------- threading with the store
 
 
