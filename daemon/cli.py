@@ -87,11 +87,13 @@ def cmd_run(args, config) -> int:
 def cmd_ingest(args, config) -> int:
     from daemon.ingest.files import NotMail, read_mail
     from daemon.ingest.intake import save_kept
-    from daemon.pipeline import Pipeline
     mailbox = args.mailbox or config.mailboxes[0].address
     if not config.mailbox(mailbox):
         raise CommandError(f"--mailbox {mailbox}: not a configured mailbox")
     store = _open_store(config, migrate=True)
+    if args.archive:
+        return _ingest_archive(args, config, store, mailbox)
+    from daemon.pipeline import Pipeline
     saved = Counter()
     for path in args.paths:
         # Committed in batches: the files keep the mail (daemon.ingest.intake.save_kept).
@@ -109,6 +111,26 @@ def cmd_ingest(args, config) -> int:
         _print_json(summary)
     else:
         print(", ".join(f"{n} {k}" for k, n in {**saved, **processed}.items()) or "nothing to do")
+    return 0
+
+
+def _ingest_archive(args, config, store: Store, mailbox: str) -> int:
+    """ingest --archive: the files' mail imported as history, sending nothing."""
+    from daemon.ingest.archive import ArchiveImport
+    from daemon.ingest.files import NotMail
+    archive = ArchiveImport(config, store, args.clock, mailbox=mailbox,
+                            importing=not args.no_process, workers=args.parse_workers)
+    try:
+        result = archive.run(args.paths)
+    except NotMail as exc:
+        raise CommandError(str(exc)) from None
+    summary = {"files": dict(result.saved), "history": dict(result.imported)}
+    if args.json:
+        _print_json(summary)
+    else:
+        print(", ".join(f"{n} {k}" for k, n in result.saved.items()) or "no mail in the files")
+        print("history: " + (", ".join(f"{n} {k}" for k, n in sorted(result.imported.items()))
+                             or "nothing imported"))
     return 0
 
 
@@ -348,6 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--json", action="store_true")
     ingest.add_argument("--no-process", action="store_true",
                         help="only save the mail as pending; `helpdesk run` processes it")
+    ingest.add_argument("--archive", action="store_true",
+                        help="import the mail as history: closed tickets dated by the mail, "
+                             "nothing sent")
+    ingest.add_argument("--parse-workers", type=int, choices=(0, 1, 2, 3, 4), metavar="N",
+                        help="with --archive: processes that parse beside the import "
+                             "(default: 1 where a second core is idle, else 0)")
     ingest.set_defaults(func=cmd_ingest)
 
     tickets = commands.add_parser("tickets", help="list tickets")

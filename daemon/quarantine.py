@@ -24,13 +24,25 @@ def quarantined(session: Session) -> list[RawMessage]:
 
 
 def retry_quarantined(pipeline: Pipeline, raw_id: int) -> str | None:
-    """Put RAW_ID back to pending and process it now; its new status, None if not quarantined."""
+    """Put RAW_ID back to pending and process it now; its new status, None if not quarantined.
+
+    A record of imported history goes back to history and is imported again, never
+    processed as new mail (which would acknowledge an old mail).
+    """
+    from daemon.ingest.history import HISTORY, HistoryImporter, is_history
     with pipeline.store.transaction() as session:
+        envelope = session.scalar(select(RawMessage.envelope).where(
+            RawMessage.id == raw_id, RawMessage.status == "quarantined"))
+        status = HISTORY if is_history(envelope) else "pending"
         changed = session.execute(update(RawMessage).where(
             RawMessage.id == raw_id, RawMessage.status == "quarantined")
-            .values(status="pending", reason=None)).rowcount
+            .values(status=status, reason=None)).rowcount
     if not changed:
         return None
+    if status == HISTORY:
+        HistoryImporter(pipeline.config, pipeline.store, pipeline.clock).import_batch([raw_id])
+        with pipeline.store.transaction() as session:
+            return session.scalar(select(RawMessage.status).where(RawMessage.id == raw_id))
     return pipeline.process_one(raw_id)
 
 

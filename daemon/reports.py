@@ -18,6 +18,8 @@ instants [start, end); `cutoff` = the earlier of end and now):
   left L1 (no `tier_changed` event from L1), over tickets resolved in the period; the
   target is 60%.
 - ratings: tickets rated in the period (their latest score): count, average, 1-5 counts.
+- imported history (`tickets.imported`: `ingest --archive`, a mailbox's old mail) counts
+  in none of these: the helpdesk neither answered nor resolved it, and its clocks never ran.
 
 Every figure is also given per client, tier (the ticket's current tier), channel and
 technician (the assignee). The counting is grouped SQL, one query per breakdown; only the
@@ -110,8 +112,9 @@ def count_columns(period: Period) -> list:
 
 
 def _relevant(period: Period):
-    """Tickets that can count at all: created before the end, and not settled before the start."""
-    return and_(Ticket.created_at < period.end,
+    """Tickets that can count at all: created before the end, and not settled before the
+    start; never imported history (nothing of it was the helpdesk's service)."""
+    return and_(Ticket.imported.is_(False), Ticket.created_at < period.end,
                 or_(Ticket.resolved_at.is_(None), Ticket.resolved_at >= period.start,
                     Ticket.first_response_due >= period.start,
                     Ticket.resolution_due >= period.start))
@@ -168,7 +171,8 @@ def duration_rows(session: Session, period: Period):
                     Technician.email.label("technician"))
              .outerjoin(Client, Client.id == Ticket.client_id)
              .outerjoin(Technician, Technician.id == Ticket.assignee_id)
-             .where(or_(_between(first_stop, period.start, period.end),
+             .where(Ticket.imported.is_(False),
+                    or_(_between(first_stop, period.start, period.end),
                         _between(Ticket.resolved_at, period.start, period.end)))
              .execution_options(yield_per=2000))
     return session.execute(query)
@@ -206,7 +210,8 @@ def ratings(session: Session, period: Period, tz: ZoneInfo) -> dict:
                Technician.email.label("technician"))
         .outerjoin(Client, Client.id == Ticket.client_id)
         .outerjoin(Technician, Technician.id == Ticket.assignee_id)
-        .where(Ticket.rating.is_not(None), _between(Ticket.rated_at, period.start, period.end)))
+        .where(Ticket.rating.is_not(None), Ticket.imported.is_(False),
+               _between(Ticket.rated_at, period.start, period.end)))
     groups: dict[str, dict] = {d: defaultdict(list) for d in ("technician", "tier", "client",
                                                               "month")}
     every = []

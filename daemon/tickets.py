@@ -299,13 +299,28 @@ def next_number(session: Session, prefix: str) -> str:
     return f"{prefix}-{value}"
 
 
-def _increment(connection: Connection, prefix: str) -> int:
+def reserve_numbers(session: Session, prefix: str, count: int) -> list[str]:
+    """COUNT ticket numbers for PREFIX with one increment of the counter (a batch of
+    imported history), committed as `next_number` commits its one."""
+    if count <= 0:
+        return []
+    engine = session.get_bind()
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            last = _increment(connection, prefix, count)
+    else:
+        last = _increment(session.connection(), prefix, count)
+    return [f"{prefix}-{value}" for value in range(last - count + 1, last + 1)]
+
+
+def _increment(connection: Connection, prefix: str, by: int = 1) -> int:
     # The row exists after a prefix's first ticket: try the increment first, and create
     # the row (then increment it) only when it is missing.
-    value = connection.execute(_INCREMENT, {"counter_prefix": prefix}).scalar_one_or_none()
+    values = {"counter_prefix": prefix, "by": by}
+    value = connection.execute(_INCREMENT, values).scalar_one_or_none()
     if value is None:
         _insert_ignore(connection, TicketCounter, {"prefix": prefix, "value": 0})
-        value = connection.execute(_INCREMENT, {"counter_prefix": prefix}).scalar_one()
+        value = connection.execute(_INCREMENT, values).scalar_one()
     return value
 
 
@@ -314,7 +329,7 @@ def _increment(connection: Connection, prefix: str) -> int:
 _COUNTERS = TicketCounter.__table__
 _INCREMENT = (update(_COUNTERS)  # "prefix" is the column's own parameter name
               .where(_COUNTERS.c.prefix == bindparam("counter_prefix"))
-              .values(value=_COUNTERS.c.value + 1).returning(_COUNTERS.c.value))
+              .values(value=_COUNTERS.c.value + bindparam("by")).returning(_COUNTERS.c.value))
 _CLIENT_NAMED = select(Client).where(Client.name == bindparam("name"), Client.active)
 # Columns, not objects: the callers ask whether a row exists, or which ticket it is on,
 # and loading an ORM object (its identity, its state) costs more than the query. Core

@@ -30,6 +30,9 @@ def ticket_summary(ticket: Ticket, tz: ZoneInfo, now: datetime | None = None) ->
         "updated_at": iso(ticket.updated_at, tz),
         "held": ticket.held,
         "message_count": ticket.message_count,
+        # History filed by `ingest --archive` or a mailbox's first connection: nothing was
+        # sent for it and no SLA clock ran.
+        "imported": bool(ticket.imported),
         "cc": [p.email for p in ticket.participants if p.role == "cc"],
         "rating": ticket.rating,
         "rating_comment": ticket.rating_comment,

@@ -132,7 +132,7 @@ def test_database_gone_mail_waits_at_its_source_and_flows_once_when_it_returns(
         "web": {"listen": f"127.0.0.1:{web_port}"},
         "limits": {"poll_interval": "1s"},
         "outbound": {"transport": "maildir", "maildir": str(tmp_path / "sent")},
-        "mailboxes": [imap_account.mailbox_settings()],
+        "mailboxes": [imap_account.mailbox_settings(existing_mail="process")],  # live mail
         "clients": [{"name": "Sieć Bursztyn", "domains": ["bursztyn.pl"]}],
         "technicians": [{"name": "Ewa", "email": COORDINATOR, "role": "coordinator",
                          "tier": "L2"}],

@@ -97,6 +97,8 @@ def make_puller(make_config, db_url, store, imap_account):
     def build(account=None, *, clock=None, owner=None, on_saved=None, limits=None,
               tls=False, **mailbox):
         account = account or imap_account
+        # These tests are about live mail: mail appended before the first poll is new mail.
+        mailbox.setdefault("existing_mail", "process")
         config = make_config(db_url, mailboxes=[account.mailbox_settings(tls=tls, **mailbox)],
                              limits=limits or {})
         puller = ImapPuller(config, config.mailboxes[0], store, clock or Clock(),

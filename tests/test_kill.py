@@ -40,7 +40,7 @@ def test_sigkill_while_pulling_loses_nothing_and_duplicates_nothing(imap_account
         "web": {"enabled": False},
         "limits": {"poll_interval": "1s"},
         "outbound": {"transport": "maildir", "maildir": str(tmp_path / "sent")},
-        "mailboxes": [imap_account.mailbox_settings()],
+        "mailboxes": [imap_account.mailbox_settings(existing_mail="process")],  # live mail
         "clients": [{"name": "Sieć Bursztyn", "domains": ["bursztyn.pl"]}],
     })
     store = Store(db_url)

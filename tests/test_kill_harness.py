@@ -172,7 +172,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_files_nothing_twice(
         "limits": {"poll_interval": "1s"},
         "outbound": {"transport": "smtp", "smtp_host": smtp_sink.host,
                      "smtp_port": smtp_sink.port, "backoff_initial": "1s", "backoff_max": "2s"},
-        "mailboxes": [imap_account.mailbox_settings()],
+        "mailboxes": [imap_account.mailbox_settings(existing_mail="process")],  # live mail
         "clients": [{"name": "Sieć Bursztyn", "domains": ["bursztyn.pl"]}],
     })
     store = Store(db_url)

@@ -86,22 +86,22 @@ def test_a_key_saved_meanwhile_by_another_process_is_settled_record_by_record(
     conflict is only raised, and every record is saved by the fallback.)"""
     mails = kept(3)
     other = mails[1]
-    insert_raw = intake._insert_raw
+    insert_raws = intake._insert_raws
     concurrent = store.backend == "postgresql"
     raced = []
 
-    def racing(connection, **values):
-        if values["key"] == other.key and not raced:
+    def racing(connection, rows):
+        if any(row["idempotency_key"] == other.key for row in rows) and not raced:
             raced.append(1)
             if concurrent:  # the other process saves it between our check and insert
                 with store.transaction() as elsewhere:
                     intake.add_raw(elsewhere, channel="file", key=other.key, raw=other.raw,
-                                   now=values["now"], mailbox="sklep@jantar.pl",
+                                   now=rows[0]["received_at"], mailbox="sklep@jantar.pl",
                                    origin="elsewhere")
             raise IntegrityError("INSERT INTO raw_messages", {}, Exception("duplicate key"))
-        return insert_raw(connection, **values)
+        return insert_raws(connection, rows)
 
-    monkeypatch.setattr(intake, "_insert_raw", racing)
+    monkeypatch.setattr(intake, "_insert_raws", racing)
     results = save(store, mails)
     rows = stored(store)
     if concurrent:
@@ -113,3 +113,11 @@ def test_a_key_saved_meanwhile_by_another_process_is_settled_record_by_record(
     assert raced and {r.raw_id for r in results} == {r[0] for r in rows}
     with store.transaction() as session:
         assert len(session.scalars(select(RawBody.raw_id)).all()) == 3
+
+
+def test_the_same_mail_twice_in_one_batch_is_saved_once(store):
+    mails = kept(2)
+    results = save(store, [mails[0], mails[1], FileMail("old.mbox#3", mails[0].raw)])
+    assert [r.created for r in results] == [True, True, False]
+    assert results[2].raw_id == results[0].raw_id
+    assert len(stored(store)) == 2

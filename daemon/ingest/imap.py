@@ -8,6 +8,21 @@ but not yet marked on the server are marked on the next poll.
 
 Several processes may share one PostgreSQL: a lease on the cursor row lets only one of
 them poll a folder at a time.
+
+The mail already in a folder when the helpdesk first connects to it (no UIDVALIDITY
+recorded yet) falls under the mailbox's `existing_mail` rule: "archive" (the default)
+saves it as history (daemon.ingest.history: closed, imported tickets, nothing sent),
+except unseen mail younger than `existing_unseen_live`, which is taken as new mail;
+"process" takes it all as new mail; "skip" starts after the highest UID and leaves
+that mail unread and unmarked. The cursor remembers the highest UID found and the rule,
+so a puller stopped halfway goes on with the same rule. A changed UIDVALIDITY (the
+folder recreated or restored) is no first connection: the cursor no longer says what
+was read, so the whole folder is read again under the "archive" rule whatever the
+mailbox says ("process" would acknowledge old mail without a Message-ID, "skip" would
+drop mail that came since the last poll); what the helpdesk holds already is
+recognised by its Message-ID, or by its content without one. Mail taken as history is
+marked done on the server like any other: \\Seen and $Helpdesk (or moved), so a person
+reading the mailbox sees what the helpdesk took.
 """
 from __future__ import annotations
 
@@ -18,17 +33,20 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from types import MappingProxyType
 
 from imapclient import IMAPClient, SocketTimeout
 from sqlalchemy import or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from daemon.clock import Clock
 from daemon.config import Config, Mailbox
+from daemon.ingest.history import HISTORY, HISTORY_LIVE, HistoryImporter, history_envelope
 from daemon.ingest.intake import Added, add_raw
 from daemon.store import Store
 from daemon.store.models import MailboxCursor
@@ -55,6 +73,21 @@ class LeaseLost(Exception):
 class SelectedFolder:
     uidvalidity: int
     keywords: bool  # the server keeps keywords such as $Helpdesk on this folder
+
+
+@dataclass(frozen=True)
+class CursorState:
+    last_uid: int
+    existing_through: int | None    # the highest UID found at the first connection
+    existing_mail: str | None       # the rule for the mail up to it
+
+
+@dataclass(frozen=True)
+class Existing:
+    """How one message that was already in the folder is saved."""
+
+    status: str                     # history, history-live (new mail), pending (process)
+    envelope: dict | None = None
 
 
 def default_owner() -> str:
@@ -117,6 +150,8 @@ class ImapPuller:
 
     batch_messages = BATCH_MESSAGES
     batch_bytes = BATCH_BYTES
+    # UID -> how a message already there at the first connection is saved (this poll).
+    _existing: Mapping[int, Existing] = MappingProxyType({})
 
     def __init__(self, config: Config, mailbox: Mailbox, store: Store, clock: Clock,
                  on_saved: Callable[[], None] | None = None, owner: str | None = None,
@@ -182,12 +217,16 @@ class ImapPuller:
     def _poll(self) -> int:
         client = self._connect()
         folder = self._select(client)
-        last_uid = self._sync_uidvalidity(folder.uidvalidity)
-        self._mark_leftovers_done(client, folder, last_uid)
+        cursor = self._sync_uidvalidity(client, folder.uidvalidity)
+        last_uid = cursor.last_uid
+        self._mark_leftovers_done(client, folder, cursor)
         _take_news(client)  # from here on, any news is about mail the search may miss
+        self._existing = self._plan_existing(client, cursor)
         saved = 0
         for batch in self._new_batches(client, last_uid):
             saved += self._save_batch(client, folder, batch)
+        self._existing = MappingProxyType({})
+        self._import_history()
         self._record_success()
         return saved
 
@@ -329,16 +368,23 @@ class ImapPuller:
             client.expunge()  # also removes others' \Deleted mail, as any client closing it would
 
     def _mark_leftovers_done(self, client: IMAPClient, folder: SelectedFolder,
-                             last_uid: int) -> None:
-        """Mark messages saved earlier whose marking failed (killed, disconnected)."""
-        if last_uid == 0:
+                             cursor: CursorState) -> None:
+        """Mark messages saved earlier whose marking failed (killed, disconnected).
+
+        Mail skipped at the first connection was not taken, and is never marked.
+        """
+        first = 1
+        if cursor.existing_mail == "skip":
+            first = (cursor.existing_through or 0) + 1
+        last_uid = cursor.last_uid
+        if last_uid < first:
             return
-        criteria: list = ["UID", f"1:{last_uid}"]
+        criteria: list = ["UID", f"{first}:{last_uid}"]
         if not self.mailbox.imap_done_folder:
             if not folder.keywords:
                 return  # without $Helpdesk, "saved but unmarked" cannot be told apart
             criteria += ["UNKEYWORD", HELPDESK_KEYWORD.decode()]
-        leftovers = [uid for uid in client.search(criteria) if uid <= last_uid]
+        leftovers = [uid for uid in client.search(criteria) if first <= uid <= last_uid]
         if leftovers:
             log.info("%s: marking %d saved message(s) done that were left unmarked",
                      self.label, len(leftovers))
@@ -370,10 +416,88 @@ class ImapPuller:
 
     def _add(self, session: Session, uidvalidity: int, uid: int, raw: bytes) -> Added | None:
         m = self.mailbox
+        existing = self._existing.get(uid)
         return add_raw(
             session, channel="imap", key=f"imap:{m.address}:{self.folder}:{uidvalidity}:{uid}",
             raw=raw, now=self.clock.now(), mailbox=m.address,
-            origin=f"imap://{m.imap_user}@{m.imap_host}:{m.imap_port}/{self.folder};UID={uid}")
+            origin=f"imap://{m.imap_user}@{m.imap_host}:{m.imap_port}/{self.folder};UID={uid}",
+            status=existing.status if existing else "pending",
+            envelope=existing.envelope if existing else None)
+
+    # ------------------------------------------------------ mail already there
+
+    def _plan_existing(self, client: IMAPClient, cursor: CursorState) -> dict[int, Existing]:
+        """How each message still to be read from the first connection's mail is saved."""
+        through, rule = cursor.existing_through or 0, cursor.existing_mail
+        if rule not in ("archive", "process") or through <= cursor.last_uid:
+            return {}
+        uids = sorted(uid for uid in client.search(["UID", f"{cursor.last_uid + 1}:{through}"])
+                      if cursor.last_uid < uid <= through)
+        if rule == "process":
+            plan = {uid: Existing("pending") for uid in uids}
+        else:
+            plan = self._archive_plan(client, uids)
+        self._log_plan(cursor, plan)
+        return plan
+
+    def _archive_plan(self, client: IMAPClient, uids: list[int]) -> dict[int, Existing]:
+        """History, but unseen mail younger than existing_unseen_live is new mail: nobody
+        has answered it yet, and it must not vanish into a closed ticket."""
+        now = self.clock.now()
+        young_since = now - self.mailbox.existing_unseen_live
+        plan, candidates = {}, []
+        for chunk in chunks(uids, MARK_CHUNK):
+            for uid, data in client.fetch(chunk, [b"FLAGS", b"INTERNALDATE"]).items():
+                arrived = _aware(data.get(b"INTERNALDATE"))
+                plan[uid] = Existing(HISTORY, history_envelope(arrived, imap_uid=uid))
+                if SEEN not in data.get(b"FLAGS", ()) and arrived and arrived >= young_since:
+                    candidates.append(uid)
+        for uid, dated in self._dates(client, candidates).items():
+            # The mail's own Date must say young too: mail copied onto a server lately
+            # has a new INTERNALDATE and an old Date, and is history.
+            if dated is None or young_since <= dated:
+                plan[uid] = Existing(HISTORY_LIVE)
+        return plan
+
+    def _dates(self, client: IMAPClient, uids: list[int]) -> dict[int, datetime | None]:
+        """UID -> its Date header (None when it has none that reads)."""
+        dates: dict[int, datetime | None] = {}
+        for chunk in chunks(uids, MARK_CHUNK):
+            for uid, data in client.fetch(chunk, [b"BODY.PEEK[HEADER.FIELDS (DATE)]"]).items():
+                header = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"")
+                dates[uid] = _header_date(bytes(header or b""))
+        return dates
+
+    def _log_plan(self, cursor: CursorState, plan: dict[int, Existing]) -> None:
+        counts = {status: sum(e.status == status for e in plan.values())
+                  for status in (HISTORY, HISTORY_LIVE, "pending")}
+        window = _duration(self.mailbox.existing_unseen_live)
+        log.info("%s: %s: %d message(s) already there (UIDs up to %d, rule %r): %d archived "
+                 "as history, %d taken as new (%s), 0 skipped", self.label,
+                 "first connection" if cursor.last_uid == 0 else "going on with the mail "
+                 "already there", len(plan), cursor.existing_through, cursor.existing_mail,
+                 counts[HISTORY], counts[HISTORY_LIVE] + counts["pending"],
+                 f"unseen, younger than {window}" if cursor.existing_mail == "archive"
+                 else "existing_mail = process")
+
+    def _import_history(self) -> None:
+        """Import the history saved (here or elsewhere) and hand the new mail found with
+        it to the pipeline; renews the lease meanwhile, a large INBOX takes a while."""
+        importer = HistoryImporter(self.config, self.store, self.clock)
+        try:
+            done = importer.import_pending(between=self._renew_lease_if_due)
+        except OperationalError:
+            raise
+        except Exception:  # the records wait, as history, for the next poll
+            log.exception("%s: importing history failed; trying again at the next poll",
+                          self.label)
+            return
+        if done.get("new mail"):
+            self._notify_saved()
+
+    def _renew_lease_if_due(self) -> None:
+        if self._lease_due():
+            self._take_lease()
 
     def _notify_saved(self) -> None:
         if self.on_saved is None:
@@ -437,19 +561,48 @@ class ImapPuller:
                 .execution_options(synchronize_session=False))
         self._holds_lease = False
 
-    def _sync_uidvalidity(self, uidvalidity: int) -> int:
-        """The last UID read under this UIDVALIDITY; a new UIDVALIDITY starts over at 0."""
+    def _sync_uidvalidity(self, client: IMAPClient, uidvalidity: int) -> CursorState:
+        """Where this UIDVALIDITY was read up to. The first connection, or a changed
+        UIDVALIDITY, records the highest UID there and the rule for the mail up to it."""
         with self.store.transaction() as session:
             cursor = session.scalars(select(MailboxCursor).where(self._cursor_filter())).one()
             if cursor.lease_owner != self.owner:
                 raise LeaseLost()
-            if cursor.uidvalidity != uidvalidity:
-                if cursor.uidvalidity is not None:
-                    log.warning("%s: UIDVALIDITY changed %s -> %s; reading the folder again "
-                                "(known Message-IDs are recognised later)",
-                                self.label, cursor.uidvalidity, uidvalidity)
-                cursor.uidvalidity, cursor.last_uid = uidvalidity, 0
-            return cursor.last_uid
+            if cursor.uidvalidity == uidvalidity:
+                return CursorState(cursor.last_uid, cursor.existing_through,
+                                   cursor.existing_mail)
+            previous = cursor.uidvalidity
+        there = client.search(["ALL"])
+        highest = max(there, default=0)
+        rule = self.mailbox.existing_mail if previous is None else "archive"
+        state = CursorState(highest if rule == "skip" else 0, highest, rule)
+        self._record_existing(previous, uidvalidity, state)
+        if previous is not None:
+            log.warning("%s: UIDVALIDITY changed %s -> %s; reading the folder's mail (UIDs up "
+                        "to %d) again as history, unseen mail younger than %s as new; mail "
+                        "the helpdesk holds already is recognised by Message-ID",
+                        self.label, previous, uidvalidity, highest,
+                        _duration(self.mailbox.existing_unseen_live))
+        elif rule == "skip":
+            log.info("%s: first connection: %d message(s) already there (UIDs up to %d): "
+                     "0 archived as history, 0 taken as new, all skipped (left unread and "
+                     "unmarked)", self.label, len(there), highest)
+        return state
+
+    def _record_existing(self, previous: int | None, uidvalidity: int,
+                         state: CursorState) -> None:
+        known = (MailboxCursor.uidvalidity.is_(None) if previous is None
+                 else MailboxCursor.uidvalidity == previous)
+        with self.store.transaction() as session:
+            result = session.execute(
+                update(MailboxCursor)
+                .where(self._cursor_filter(), MailboxCursor.lease_owner == self.owner, known)
+                .values(uidvalidity=uidvalidity, last_uid=state.last_uid,
+                        existing_through=state.existing_through,
+                        existing_mail=state.existing_mail)
+                .execution_options(synchronize_session=False))
+        if result.rowcount != 1:
+            raise LeaseLost()
 
     def _advance_cursor(self, session: Session, uidvalidity: int, uid: int) -> None:
         # First statement of the batch transaction: it also row-locks the cursor (on
@@ -487,6 +640,34 @@ class ImapPuller:
         else:
             log.error("%s: unexpected %s; %s", self.label, describe_error(exc), what_next,
                       exc_info=exc)
+
+
+def _duration(span: timedelta) -> str:
+    """SPAN as the configuration writes it: 3d, 36h, 90m, 45s."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """An IMAP INTERNALDATE as an aware instant (imapclient gives local naive times)."""
+    if moment is None:
+        return None
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+def _header_date(header: bytes) -> datetime | None:
+    """The date of a fetched "Date: ..." header block, or None."""
+    text = header.decode("ascii", "replace").partition(":")[2].strip()
+    try:
+        moment = parsedate_to_datetime(text) if text else None
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment
 
 
 def _ends_wait(response: tuple) -> bool:

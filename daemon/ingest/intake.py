@@ -18,9 +18,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from daemon.store import Store
+from daemon.store.ids import allocate_ids
 from daemon.store.models import RawBody, RawMessage
 
-if TYPE_CHECKING:  # files.py imports content_key from here
+if TYPE_CHECKING:
     from daemon.ingest.files import FileMail
 
 log = logging.getLogger(__name__)
@@ -60,18 +61,19 @@ class Added(NamedTuple):
 
 def add_raw(session: Session, *, channel: str, key: str, raw: bytes, now: datetime,
             mailbox: str | None = None, origin: str = "",
-            envelope: dict[str, Any] | None = None) -> Added | None:
+            envelope: dict[str, Any] | None = None, status: str = "pending") -> Added | None:
     """Add a raw record in the caller's transaction unless its key is known (then None).
 
     Plain INSERTs, no ORM object or flush: the saving transaction never reads the
-    record again (the pipeline claims it afresh).
+    record again (the pipeline claims it afresh). STATUS "history" saves mail to be
+    imported as history (daemon.ingest.history), which the pipeline never claims.
     """
     key = key[:700]
     connection = session.connection()
     if _known_id(connection, key) is not None:
         return None
     return _insert_raw(connection, channel=channel, key=key, raw=raw, now=now, mailbox=mailbox,
-                       origin=origin, envelope=envelope)
+                       origin=origin, envelope=envelope, status=status)
 
 
 def _known_id(connection, key: str) -> int | None:
@@ -80,10 +82,11 @@ def _known_id(connection, key: str) -> int | None:
 
 
 def _insert_raw(connection, *, channel: str, key: str, raw: bytes, now: datetime,
-                mailbox: str | None, origin: str, envelope: dict[str, Any] | None) -> Added:
+                mailbox: str | None, origin: str, envelope: dict[str, Any] | None,
+                status: str = "pending") -> Added:
     row = dict(channel=channel, mailbox=mailbox, origin=origin[:1000], idempotency_key=key,
                message_id=header_message_id(raw), sha256=hashlib.sha256(raw).hexdigest(),
-               size=len(raw), received_at=now, status="pending", attempts=0,
+               size=len(raw), received_at=now, status=status, attempts=0,
                envelope=envelope or {})
     # Values as execution parameters, not .values(): a compiled statement is cached with
     # the statement it came from, and would keep its first mail's bytes alive.
@@ -102,13 +105,13 @@ _INSERT_BODY = insert(RawBody.__table__)
 
 def save_raw(store: Store, *, channel: str, key: str, raw: bytes, now: datetime,
              mailbox: str | None = None, origin: str = "",
-             envelope: dict[str, Any] | None = None) -> Saved:
+             envelope: dict[str, Any] | None = None, status: str = "pending") -> Saved:
     """Commit one raw record (its own transaction); idempotent on `key`."""
     conflict: IntegrityError | None = None
     try:
         with store.transaction() as session:
             added = add_raw(session, channel=channel, key=key, raw=raw, now=now,
-                            mailbox=mailbox, origin=origin, envelope=envelope)
+                            mailbox=mailbox, origin=origin, envelope=envelope, status=status)
             if added is not None:
                 log.info("<%s> saved from %s (%s, %d bytes)", added.message_id or "-",
                          channel, origin or mailbox, len(raw))
@@ -123,8 +126,9 @@ def save_raw(store: Store, *, channel: str, key: str, raw: bytes, now: datetime,
 
 
 def save_kept(store: Store, mails: Iterable[FileMail], *, channel: str, now: Callable[[], datetime],
-              mailbox: str | None = None, rows: int = 100,
-              size: int = 16 << 20) -> Iterator[Saved]:
+              mailbox: str | None = None, rows: int = 100, size: int = 16 << 20,
+              status: str = "pending",
+              envelope: Callable[[FileMail], dict[str, Any]] | None = None) -> Iterator[Saved]:
     """Save MAILS in transactions of up to ROWS records or SIZE bytes; yields each one's
     Saved, in order, once its transaction has committed.
 
@@ -136,45 +140,105 @@ def save_kept(store: Store, mails: Iterable[FileMail], *, channel: str, now: Cal
 
     A batch that meets a key another process saved meanwhile is saved again one record
     at a time (`save_raw`, which settles that race). If reading MAILS fails, what was
-    read before is saved first, then the error goes on.
+    read before is saved first, then the error goes on. STATUS and ENVELOPE (of each
+    mail) as `add_raw` takes them.
     """
+    saving = _Saving(channel=channel, now=now, mailbox=mailbox, status=status,
+                     envelope=envelope)
     batch: list[FileMail] = []
     held = 0
     try:
         for mail in mails:
             if batch and (len(batch) >= rows or held + len(mail.raw) > size):
                 done, batch, held = batch, [], 0
-                yield from _save_batch(store, done, channel=channel, now=now, mailbox=mailbox)
+                yield from _save_batch(store, done, saving)
             batch.append(mail)
             held += len(mail.raw)
     except Exception:
         if batch:  # what was read before the error, then the error
-            yield from _save_batch(store, batch, channel=channel, now=now, mailbox=mailbox)
+            yield from _save_batch(store, batch, saving)
         raise
     if batch:
-        yield from _save_batch(store, batch, channel=channel, now=now, mailbox=mailbox)
+        yield from _save_batch(store, batch, saving)
 
 
-def _save_batch(store: Store, batch: list[FileMail], *, channel: str,
-                now: Callable[[], datetime], mailbox: str | None) -> list[Saved]:
+@dataclass(frozen=True)
+class _Saving:
+    """How `save_kept` saves each mail."""
+
+    channel: str
+    now: Callable[[], datetime]
+    mailbox: str | None
+    status: str
+    envelope: Callable[[FileMail], dict[str, Any]] | None
+
+    def values(self, mail: FileMail) -> dict[str, Any]:
+        """`save_raw`'s arguments for MAIL."""
+        return dict(channel=self.channel, raw=mail.raw, now=self.now(), mailbox=self.mailbox,
+                    origin=mail.origin, status=self.status,
+                    envelope=self.envelope(mail) if self.envelope else None)
+
+    def row(self, mail: FileMail, key: str, now: datetime) -> dict[str, Any]:
+        """MAIL's raw_messages row; its content key is its hash (`content_key`)."""
+        return dict(channel=self.channel, mailbox=self.mailbox, origin=mail.origin[:1000],
+                    idempotency_key=key, message_id=header_message_id(mail.raw),
+                    sha256=mail.digest, size=len(mail.raw), received_at=now,
+                    status=self.status, attempts=0,
+                    envelope=(self.envelope(mail) if self.envelope else None) or {})
+
+
+def _save_batch(store: Store, batch: list[FileMail], saving: _Saving) -> list[Saved]:
+    """BATCH in one transaction: one lookup of the known keys, one INSERT of the new
+    records and one of their bytes (a statement per mail was most of the save's CPU)."""
     try:
         with store.transaction() as session:
-            connection = session.connection()
-            added: list[Added | None] = []
-            saved = []
-            for mail in batch:
-                key = mail.key[:700]
-                known = _known_id(connection, key)
-                added.append(None if known is not None else _insert_raw(
-                    connection, channel=channel, key=key, raw=mail.raw, now=now(),
-                    mailbox=mailbox, origin=mail.origin, envelope=None))
-                saved.append(Saved(known, False) if known is not None
-                             else Saved(added[-1].raw_id, True))
+            saved, rows = _batch_rows(session.connection(), batch, saving)
     except IntegrityError:  # another process saved one of these keys meanwhile
-        return [save_raw(store, channel=channel, key=mail.key, raw=mail.raw, now=now(),
-                         mailbox=mailbox, origin=mail.origin) for mail in batch]
-    for mail, a in zip(batch, added):
-        if a is not None:
-            log.info("<%s> saved from %s (%s, %d bytes)", a.message_id or "-", channel,
-                     mail.origin or mailbox, len(mail.raw))
+        return [save_raw(store, key=mail.key, **saving.values(mail)) for mail in batch]
+    for mail, row in zip(batch, rows):
+        if row is not None:
+            log.info("<%s> saved from %s (%s, %d bytes)", row["message_id"] or "-",
+                     saving.channel, mail.origin or saving.mailbox, len(mail.raw))
     return saved
+
+
+def _batch_rows(connection, batch: list[FileMail], saving: _Saving
+                ) -> tuple[list[Saved], list[dict | None]]:
+    """Save BATCH's new mail on CONNECTION: each mail's Saved, and its row (None: known)."""
+    keys = [mail.key[:700] for mail in batch]
+    known = dict(connection.execute(_KNOWN_KEYS, {"keys": sorted(set(keys))}).all())
+    now = saving.now()
+    rows: list[dict | None] = []
+    first: dict[str, int] = {}      # a key twice in the batch: its first mail's place
+    for index, (mail, key) in enumerate(zip(batch, keys)):
+        new = key not in known and key not in first
+        first.setdefault(key, index)
+        rows.append(saving.row(mail, key, now) if new else None)
+    ids = _insert_raws(connection, [row for row in rows if row is not None])
+    new_ids = iter(ids)
+    saved_id = {}
+    for key, row in zip(keys, rows):
+        if row is not None:
+            saved_id[key] = next(new_ids)
+    bodies = [{"raw_id": saved_id[key], "data": mail.raw}
+              for mail, key, row in zip(batch, keys, rows) if row is not None]
+    if bodies:
+        connection.execute(_INSERT_BODY, bodies)
+    saved = [Saved(saved_id[key], True) if row is not None
+             else Saved(known.get(key, saved_id.get(key)), False)
+             for key, row in zip(keys, rows)]
+    return saved, rows
+
+
+def _insert_raws(connection, rows: list[dict]) -> list[int]:
+    """Insert ROWS into raw_messages (one executemany); their ids, in order."""
+    if not rows:
+        return []
+    ids = allocate_ids(connection, RawMessage.__table__, len(rows))
+    connection.execute(_INSERT_RAWS, [{**row, "id": raw_id} for row, raw_id in zip(rows, ids)])
+    return ids
+
+
+_KNOWN_KEYS = select(RawMessage.__table__.c.idempotency_key, RawMessage.__table__.c.id).where(
+    RawMessage.__table__.c.idempotency_key.in_(bindparam("keys", expanding=True)))
+_INSERT_RAWS = insert(RawMessage.__table__)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -22,7 +23,7 @@ from daemon.tickets import is_tied, read_rows, reading
 
 @dataclass(frozen=True)
 class ThreadMatch:
-    ticket: Ticket | None
+    ticket: Ticket | None       # or the history importer's record of one
     via: str | None = None      # "tag", "reference" or None for a new ticket
     held: bool = False          # matched, but the sender has no tie to the ticket
 
@@ -44,17 +45,58 @@ _REFERENCED = select(_MESSAGES.c.message_id, _MESSAGES.c.ticket_id).where(
     _MESSAGES.c.message_id.in_(bindparam("ids", expanding=True)))
 
 
+class Threads(Protocol):
+    """Where the tickets a mail may belong to are looked up.
+
+    The store for live mail (`StoreThreads`); a batch of imported history and the store
+    for the history importer (daemon.ingest.history_filing), so both thread by the same
+    rules (`match_thread`).
+    """
+
+    def ticket_numbered(self, number: str) -> Any | None:
+        """The ticket with NUMBER, if any."""
+
+    def ticket_of_message_ids(self, ids: list[str]) -> Any | None:
+        """The ticket holding a message of the first of IDS that any ticket holds."""
+
+    def tied(self, ticket: Any, address: str) -> bool:
+        """Whether ADDRESS may add to TICKET unheld (see daemon.tickets.is_tied)."""
+
+
+def referenced_ids(mail: ParsedMail) -> list[str]:
+    """The Message-IDs MAIL answers, newest first: In-Reply-To, then References backwards."""
+    return list(dict.fromkeys([*mail.in_reply_to, *reversed(mail.references)]))[:100]
+
+
+class StoreThreads:
+    """The store's tickets, for live mail."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def ticket_numbered(self, number: str) -> Ticket | None:
+        return self.session.scalar(select(Ticket).where(Ticket.number == number))
+
+    def ticket_of_message_ids(self, ids: list[str]) -> Ticket | None:
+        rows = read_rows(self.session, _REFERENCED, {"ids": ids}, Message).all()
+        by_id = {message_id: ticket_id for message_id, ticket_id in rows}
+        for message_id in ids:
+            if message_id in by_id:
+                return self.session.get(Ticket, by_id[message_id])
+        return None
+
+    def tied(self, ticket: Ticket, address: str) -> bool:
+        # Neither a tag nor a reference proves more than this: a customer's own
+        # Message-ID travels wherever the customer's mail went (forwards, list archives,
+        # CC), and a tag is a number. Mail we sent about the ticket is on it with its To
+        # and Cc, so an address we wrote to is tied: answering our mail to it joins.
+        return is_tied(self.session, ticket, address)
+
+
 def referenced_ticket(session: Session, mail: ParsedMail) -> Ticket | None:
     """The ticket holding the newest message this mail replies to or references."""
-    ids = list(dict.fromkeys([*mail.in_reply_to, *reversed(mail.references)]))[:100]
-    if not ids:
-        return None
-    rows = read_rows(session, _REFERENCED, {"ids": ids}, Message).all()
-    by_id = {message_id: ticket_id for message_id, ticket_id in rows}
-    for message_id in ids:
-        if message_id in by_id:
-            return session.get(Ticket, by_id[message_id])
-    return None
+    ids = referenced_ids(mail)
+    return StoreThreads(session).ticket_of_message_ids(ids) if ids else None
 
 
 def find_thread(session: Session, mail: ParsedMail, prefix: str) -> ThreadMatch:
@@ -65,30 +107,22 @@ def find_thread(session: Session, mail: ParsedMail, prefix: str) -> ThreadMatch:
     the record's pending rows (the claimed raw record) wait for the next flush.
     """
     with reading(session, Message, Ticket, Client, Technician, Participant):
-        return _find_thread(session, mail, prefix)
+        return match_thread(mail, prefix, StoreThreads(session))
 
 
-def _find_thread(session: Session, mail: ParsedMail, prefix: str) -> ThreadMatch:
+def match_thread(mail: ParsedMail, prefix: str, threads: Threads) -> ThreadMatch:
+    """The ticket MAIL belongs to among THREADS: the rules every mail is threaded by."""
     number = tagged_number(mail.subject, prefix)
-    referenced = referenced_ticket(session, mail)
+    ids = referenced_ids(mail)
+    referenced = threads.ticket_of_message_ids(ids) if ids else None
     if number:
         # A reply mostly references a message of the very ticket its tag names: numbers
         # are unique, so that ticket is the one the query would return.
         ticket = referenced if referenced is not None and referenced.number == number \
-            else session.scalar(select(Ticket).where(Ticket.number == number))
+            else threads.ticket_numbered(number)
         if ticket is not None:
-            return ThreadMatch(ticket, "tag", held=not may_join(session, ticket, mail))
+            return ThreadMatch(ticket, "tag", held=not threads.tied(ticket, mail.from_email))
     if referenced is not None:
-        return ThreadMatch(referenced, "reference", held=not may_join(session, referenced, mail))
+        return ThreadMatch(referenced, "reference",
+                           held=not threads.tied(referenced, mail.from_email))
     return ThreadMatch(None)
-
-
-def may_join(session: Session, ticket: Ticket, mail: ParsedMail) -> bool:
-    """Whether MAIL's sender may add to TICKET unheld: tied to it (`is_tied`).
-
-    Neither a tag nor a reference proves more: a customer's own Message-ID travels
-    wherever the customer's mail went (forwards, list archives, CC), and a tag is a
-    number. Mail we sent about the ticket is on it with its To and Cc, so an address we
-    wrote to is tied: answering our mail to that very address joins.
-    """
-    return is_tied(session, ticket, mail.from_email)

@@ -57,7 +57,9 @@ class RawMessage(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
     received_at: Mapped[datetime]
-    # pending -> processed | duplicate | quarantined -> (retry) pending | discarded
+    # pending -> processed | duplicate | quarantined -> (retry) pending | discarded;
+    # imported history: history -> processed | duplicate | quarantined (-> retry: history),
+    # and history-live -> pending (new mail found with history: daemon.ingest.history)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     reason: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -65,7 +67,11 @@ class RawMessage(Base):
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     envelope: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
-    __table_args__ = (Index("ix_raw_messages_status_id", "status", "id"),)
+    __table_args__ = (Index("ix_raw_messages_status_id", "status", "id"),
+                      # History read again without a Message-ID is recognised by content.
+                      Index("ix_raw_messages_sha256", "sha256",
+                            sqlite_where=text("message_id IS NULL"),
+                            postgresql_where=text("message_id IS NULL")))
 
     # The bytes are a row of their own, written once and never updated: SQLite rewrites a
     # whole row on every UPDATE, so the status changes of processing copied a 30 MB mail
@@ -294,6 +300,10 @@ class MailboxCursor(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_until: Mapped[datetime | None]
+    # The highest UID when the folder was first read (or read again under a new
+    # UIDVALIDITY), and the rule the mail up to it falls under: archive, process, skip.
+    existing_through: Mapped[int | None] = mapped_column(BigInteger)
+    existing_mail: Mapped[str | None] = mapped_column(String(16))
     __table_args__ = (UniqueConstraint("mailbox", "folder"),)
 
 

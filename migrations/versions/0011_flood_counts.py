@@ -1,7 +1,7 @@
 """tickets by requester and creation time: the flood limit's count is a short index range
 
-Revision ID: 0014
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-08 10:00:00
 
 Each mail that would open a ticket asks how many tickets its sender opened in the last
@@ -13,8 +13,8 @@ stops at the limit. The new index replaces the old one: a lookup by requester al
 from alembic import op
 
 
-revision = '0014'
-down_revision = '0009'
+revision = '0011'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
