@@ -198,7 +198,7 @@ TRIAGE_INDEXES = (
 
 
 # A sender's tickets of the last hour (the flood limit, daemon.rules.flood), and a
-# requester's tickets: one index, migration 0014.
+# requester's tickets: one index, migration 0011.
 REQUESTER_INDEX = Index("ix_tickets_requester_email_created_at", Ticket.requester_email,
                         Ticket.created_at)
 
