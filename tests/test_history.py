@@ -233,8 +233,9 @@ def test_history_threading_into_a_live_ticket_is_appended_and_changes_nothing_li
     sent = outbox_count(store)
     assert opened["imported"] is False and sent >= 1
     mbox = write_mbox(tmp_path / "old.mbox", [
-        ("From ktos@gmail.com Mon Nov 23 10:00:00 2026",
-         old_mail(message_id="old-reply@gmail.com", sender="ktos@gmail.com",
+        # A colleague at the client answering by reference: tied, so on it, as live.
+        ("From kierownik@bursztyn.pl Mon Nov 23 10:00:00 2026",
+         old_mail(message_id="old-reply@bursztyn.pl", sender="kierownik@bursztyn.pl",
                   subject="Re: Drukarka fiskalna", date="Mon, 23 Nov 2026 10:00:00 +0100",
                   in_reply_to="live1@bursztyn.pl")),
         # Tagged with the live ticket by its own requester: on it, as live.
@@ -252,19 +253,23 @@ def test_history_threading_into_a_live_ticket_is_appended_and_changes_nothing_li
     assert after["status"] == opened["status"] and after["cc"] == opened["cc"] == []
     assert after["first_response_due"] == opened["first_response_due"]
     assert [m["message_id"] for m in detail["messages"] if m["direction"] == "in"] == [
-        "live1@bursztyn.pl", "old-reply@gmail.com", "old-tag@bursztyn.pl"]
+        "live1@bursztyn.pl", "old-reply@bursztyn.pl", "old-tag@bursztyn.pl"]
     assert detail["events"][-1]["action"] == "message_imported"
     assert outbox_count(store) == sent
 
 
-def test_a_tagged_mail_from_a_stranger_is_not_joined_to_that_ticket(
-        tmp_path, config_file, capsys, store, make_config, db_url):
+@pytest.mark.parametrize("matched_by", ["tag", "reference"])
+def test_a_mail_from_a_stranger_is_not_joined_to_that_ticket(
+        tmp_path, config_file, capsys, store, make_config, db_url, matched_by):
     config = config_file()
     deliver(store, make_config(db_url), make_mail(message_id="<live2@bursztyn.pl>"))
     [opened] = tickets(capsys, config)
     eml = tmp_path / "obcy.eml"
+    tagged = f"Re: [#{opened['number']}] moje pytanie"
     eml.write_bytes(old_mail(message_id="stranger@gmail.com", sender="obcy@gmail.com",
-                             subject=f"Re: [#{opened['number']}] moje pytanie",
+                             subject=tagged if matched_by == "tag" else "Re: moje pytanie",
+                             in_reply_to="live2@bursztyn.pl" if matched_by == "reference"
+                             else None,
                              date="Mon, 23 Nov 2026 10:00:00 +0100"))
 
     archive(capsys, config, eml)
