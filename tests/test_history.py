@@ -227,13 +227,14 @@ def test_history_saved_without_processing_is_imported_by_the_next_run(tmp_path, 
 def test_history_threading_into_a_live_ticket_is_appended_and_changes_nothing_live(
         tmp_path, config_file, capsys, store, make_config, db_url):
     config = config_file()
-    live = make_mail(message_id="<live1@bursztyn.pl>", subject="Drukarka fiskalna")
+    live = make_mail(message_id="<live1@bursztyn.pl>", subject="Drukarka fiskalna",
+                     cc="kierownik@bursztyn.pl")
     deliver(store, make_config(db_url), live)
     [opened] = tickets(capsys, config)
     sent = outbox_count(store)
     assert opened["imported"] is False and sent >= 1
     mbox = write_mbox(tmp_path / "old.mbox", [
-        # A colleague at the client answering by reference: tied, so on it, as live.
+        # Someone the customer copied, answering by reference: tied, so on it, as live.
         ("From kierownik@bursztyn.pl Mon Nov 23 10:00:00 2026",
          old_mail(message_id="old-reply@bursztyn.pl", sender="kierownik@bursztyn.pl",
                   subject="Re: Drukarka fiskalna", date="Mon, 23 Nov 2026 10:00:00 +0100",
@@ -250,7 +251,8 @@ def test_history_threading_into_a_live_ticket_is_appended_and_changes_nothing_li
     [after] = tickets(capsys, config)
     detail = ticket(capsys, config, after["number"])
     assert after["number"] == opened["number"] and after["imported"] is False
-    assert after["status"] == opened["status"] and after["cc"] == opened["cc"] == []
+    assert after["status"] == opened["status"]
+    assert after["cc"] == opened["cc"] == ["kierownik@bursztyn.pl"]
     assert after["first_response_due"] == opened["first_response_due"]
     assert [m["message_id"] for m in detail["messages"] if m["direction"] == "in"] == [
         "live1@bursztyn.pl", "old-reply@bursztyn.pl", "old-tag@bursztyn.pl"]
