@@ -57,6 +57,7 @@ class Daemon:
                                 Job("sla sweep", timedelta(seconds=60), self.sweep_sla),
                                 Job("send", timedelta(seconds=10), self.send_outbox)]
         self.jobs.append(Job("purge discarded mail", timedelta(hours=6), self.purge_discarded))
+        self.jobs.append(Job("import history", timedelta(seconds=60), self.import_history))
         if config.tickets.coordinator_digest:
             self.jobs.append(Job("coordinator digest", config.tickets.coordinator_digest,
                                  lambda: send_coordinator_digest(config, store, clock)))
@@ -102,6 +103,15 @@ class Daemon:
         results = send_pending(self.config, self.store, self.clock)
         if results:
             log.info("outbox: %s", dict(results))
+        return results
+
+    def import_history(self) -> Counter:
+        """History saved and not yet imported (`ingest --archive --no-process`, a run
+        killed between its save and its import): filed as history, sending nothing."""
+        from daemon.ingest.history import HistoryImporter
+        results = HistoryImporter(self.config, self.store, self.clock).import_pending(self.stop)
+        if results:
+            log.info("history imported: %s", dict(results))
         return results
 
     def purge_discarded(self) -> int:

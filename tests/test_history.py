@@ -221,6 +221,24 @@ def test_history_saved_without_processing_is_imported_by_the_next_run(tmp_path, 
     assert imported["imported"] is True and outbox_count(store) == 0
 
 
+def test_a_running_daemon_imports_history_saved_without_processing(tmp_path, config_file,
+                                                                    capsys, store):
+    config = config_file()
+    eml = tmp_path / "old.eml"
+    eml.write_bytes(old_mail(message_id="daemon@bursztyn.pl",
+                             date="Fri, 01 Mar 2024 09:15:00 +0100"))
+    code, _, err = run(capsys, "--config", str(config), "ingest", "--archive", str(eml),
+                       "--no-process", "--json")
+    assert code == 0, err
+
+    code, out, err = run(capsys, "--config", str(config), "run", "--once")
+
+    assert code == 0, err
+    [imported] = tickets(capsys, config)
+    assert imported["imported"] is True and imported["status"] == "closed"
+    assert outbox_count(store) == 0
+
+
 # -------------------------------------------------------------- threading with the store
 
 
