@@ -36,6 +36,7 @@ from daemon.quarantine import discard_quarantined, retry_quarantined
 from daemon.reports import DIMENSIONS, L1_TARGET, hours, percent, report, weekly
 from daemon.store.models import Attachment, Blob, Message, RawMessage, Technician, Ticket
 from daemon.tickets import held_causes
+from daemon.words import words_in
 from webform import helpdesk, params
 from webform.auth import coordinator_required
 from webform.charts import Series, bar_chart, heat_map, line_chart
@@ -58,25 +59,9 @@ DOWNLOAD_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "applica
 
 
 # -- what the templates show -------------------------------------------------------------------
-LABELS = {
-    "new": ("nowe", "new"), "open": ("otwarte", "open"), "waiting": ("czeka na klienta", "waiting"),
-    "resolved": ("rozwiązane", "resolved"), "closed": ("zamknięte", "closed"),
-    "low": ("niski", "low"), "normal": ("normalny", "normal"), "high": ("wysoki", "high"),
-    "urgent": ("pilny", "urgent"), "customer": ("klient", "customer"),
-    "technician": ("technik", "technician"), "internal": ("notatka wewnętrzna", "internal note"),
-    "auto": ("automat", "automatic"), "system": ("system", "system"),
-    "email": ("e-mail", "email"), "web": ("formularz", "web form"), "phone": ("telefon", "phone"),
-    "quarantined": ("kwarantanna", "quarantined"), "discarded": ("odrzucone", "discarded"),
-}
-
-
-_LABEL_TEXTS = {lang: {key: pair[i] for key, pair in LABELS.items()}
-                for i, lang in enumerate(("pl", "en"))}
-
-
 def _labeller():
     """`label` for one request: its language looked up once, not for each of ~200 labels."""
-    texts = _LABEL_TEXTS["en" if language() == "en" else "pl"]
+    texts = words_in(language())
     return lambda value: texts.get(value or "") or (value or "—")
 
 
