@@ -11,11 +11,12 @@ from datetime import date
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from daemon import config as config_module
 from daemon.clock import Clock, parse_instant
 from daemon.store import Store
+from daemon.store.db import cannot_open
 from daemon.store.migrate import current_revision, head_revision
 
 log = logging.getLogger("helpdesk")
@@ -30,18 +31,21 @@ def _print_json(value) -> None:
     sys.stdout.write("\n")
 
 
-def _open_store(config, *, migrate: bool) -> Store:
+def _open_store(config, *, migrate: bool, checkpoint_thread: bool = True) -> Store:
+    """The store, migrated first when MIGRATE; one line naming the database (never its
+    password) when it cannot be reached."""
     # The commands that write for long (run, ingest, calls import) leave the copying of
     # SQLite's write-ahead log to a thread of the store's, not to their commits.
-    store = Store(config.database_url, checkpoint_thread=True)
+    store = Store(config.database_url, checkpoint_thread=checkpoint_thread)
     try:
         if migrate:
             from daemon.service import prepare_store
             prepare_store(config, store)
         elif current_revision(store) != head_revision(store):
             raise CommandError("the store is not migrated: run `helpdesk migrate` first")
-    except OperationalError as exc:
-        raise CommandError(f"cannot open the store {store.engine.url!r}: {exc.orig}") from None
+    except (OperationalError, InterfaceError) as exc:
+        store.dispose()
+        raise CommandError(cannot_open(config.database_url, exc)) from None
     return store
 
 
@@ -63,24 +67,40 @@ def cmd_check_config(args, config) -> int:
 
 
 def cmd_migrate(args, config) -> int:
-    from daemon.service import prepare_store
     _check_data_dirs(config)
-    store = Store(config.database_url)
-    prepare_store(config, store)
+    store = _open_store(config, migrate=True, checkpoint_thread=False)
     print(f"store at revision {current_revision(store)}")
     return 0
 
 
+def _bind_ports(config):
+    """The receiver's and the web's ports, bound (and kept) before anything is created."""
+    from daemon.listeners import PortUnavailable, bind_listeners
+    from webform.config import web_config
+    web = web_config(config)
+    try:
+        return bind_listeners(config.smtp_server.listen if config.smtp_server.enabled else None,
+                              web.listen if web.enabled else None)
+    except PortUnavailable as exc:
+        raise CommandError(str(exc)) from None
+
+
 def cmd_run(args, config) -> int:
     from daemon.service import Daemon
-    _check_data_dirs(config)
-    store = _open_store(config, migrate=True)
-    daemon = Daemon(config, store, args.clock)
     if args.once:
+        _check_data_dirs(config)
+        daemon = Daemon(config, _open_store(config, migrate=True), args.clock)
         report = daemon.run_once()
         _print_json({k: (dict(v) if isinstance(v, Counter) else v) for k, v in report.items()})
         return 0
-    daemon.run()
+    listeners = _bind_ports(config)
+    try:
+        _check_data_dirs(config)
+        store = _open_store(config, migrate=True)
+    except CommandError:
+        listeners.close()
+        raise
+    Daemon(config, store, args.clock).run(listeners)
     return 0
 
 
@@ -264,9 +284,20 @@ def cmd_web(args, config) -> int:
     import signal
     import threading
 
+    from daemon.listeners import PortUnavailable, bind
+    from webform.config import web_config
     from webform.serve import WebServer
-    store = _open_store(config, migrate=True)
-    server = WebServer(config, store, args.clock, listen=args.listen).start()
+    try:
+        sock = bind(args.listen or web_config(config).listen,
+                    "--listen" if args.listen else "[web] listen")
+    except PortUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        store = _open_store(config, migrate=True)
+    except CommandError:
+        sock.close()
+        raise
+    server = WebServer(config, store, args.clock, sock=sock).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -18,6 +18,7 @@ from daemon.config import Config
 from daemon.conversation import send_coordinator_digest
 from daemon.directory import sync_directory
 from daemon.ingest.refusals import IntakeRefusals
+from daemon.listeners import Listeners
 from daemon.pipeline import Pipeline
 from daemon.store import Store
 from daemon.store.migrate import upgrade
@@ -154,18 +155,20 @@ class Daemon:
         self.stop.set()
         self.wake.set()
 
-    def run(self) -> None:
+    def run(self, listeners: Listeners | None = None) -> None:
+        """Serve until SIGTERM or SIGINT. LISTENERS: the ports `helpdesk run` bound before
+        it opened the store (daemon.listeners); without them they are bound here."""
         signal.signal(signal.SIGTERM, self._handle_signal)
         signal.signal(signal.SIGINT, self._handle_signal)
+        listeners = listeners or Listeners()
         receiver = None
         if self.config.smtp_server.enabled:
             from daemon.ingest.smtp import start_receiver
             receiver = start_receiver(self.config, self.store, self.clock, on_saved=self.wake.set,
-                                      refusals=self.intake_refusals)
-            log.info("%s receiver listening on %s:%s", self.config.smtp_server.protocol.upper(),
-                     *self.config.smtp_server.listen)
+                                      refusals=self.intake_refusals, sock=listeners.smtp)
         from webform.serve import start_web
-        web = start_web(self.config, self.store, self.clock, self.intake_refusals)
+        web = start_web(self.config, self.store, self.clock, self.intake_refusals,
+                        sock=listeners.web)
         for puller in self.pullers():
             self._start_thread(f"imap-{puller.mailbox.address}", lambda p=puller: p.run(self.stop))
         self._start_thread("pipeline", self._processor)

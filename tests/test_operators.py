@@ -1,0 +1,101 @@
+"""What an operator meets at the command line: busy ports and an unreachable database
+refused in one line naming the setting, before anything is created; `user add`'s answer;
+which configuration file was read, and misspelt HELPDESK_* variables.
+
+Every test runs the real `helpdesk` command as a subprocess, as an operator would.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BASE_CONFIG, merge
+from tests.test_daemon import ROOT, free_port
+from tests.tomlwrite import write_config
+
+
+def helpdesk(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """`python -m daemon.cli ARGS` with ENV added to a copy of ours minus HELPDESK_*."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("HELPDESK_")}
+    environment.update(env or {})
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT),
+                                                              environment.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "daemon.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=120, env=environment)
+
+
+def held_port() -> socket.socket:
+    """A loopback port some other program listens on."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return holder
+
+
+def fresh_config(tmp_path: Path, *, smtp_port: int, web_port: int, **sections) -> Path:
+    """A configuration whose SQLite store and data folder do not exist yet."""
+    doc = merge(BASE_CONFIG, sections)
+    doc["helpdesk"] = {**doc["helpdesk"], "data_dir": str(tmp_path / "data"),
+                       "database_url": f"sqlite:///{tmp_path / 'store' / 'helpdesk.db'}"}
+    doc["smtp_server"] = {"listen": f"127.0.0.1:{smtp_port}", **doc.get("smtp_server", {})}
+    doc["web"] = {"listen": f"127.0.0.1:{web_port}", **doc.get("web", {})}
+    doc["outbound"] = {"transport": "maildir", "maildir": str(tmp_path / "sent")}
+    return write_config(tmp_path / "helpdesk.toml", doc)
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess, *named: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "Errno" not in result.stderr, result.stderr
+    for text in named:
+        assert text in result.stderr, result.stderr
+
+
+# -- item 3: busy ports ----------------------------------------------------------------------
+def test_a_busy_smtp_port_names_the_setting_and_creates_no_store(tmp_path):
+    with held_port() as holder:
+        port = holder.getsockname()[1]
+        config = fresh_config(tmp_path, smtp_port=port, web_port=free_port())
+        result = helpdesk("--config", str(config), "run")
+    assert_one_clear_line(result, f"127.0.0.1:{port}", "[smtp_server] listen", "already in use")
+    assert not (tmp_path / "store").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_busy_web_port_names_the_setting_and_creates_no_store(tmp_path):
+    with held_port() as holder:
+        port = holder.getsockname()[1]
+        config = fresh_config(tmp_path, smtp_port=free_port(), web_port=port)
+        result = helpdesk("--config", str(config), "run")
+    assert_one_clear_line(result, f"127.0.0.1:{port}", "[web] listen", "already in use")
+    assert "is in use by another program" not in result.stderr  # Werkzeug's own words
+    assert not (tmp_path / "store").exists() and not (tmp_path / "data").exists()
+
+
+def test_helpdesk_web_on_a_busy_port_names_the_setting_and_creates_no_store(tmp_path):
+    with held_port() as holder:
+        port = holder.getsockname()[1]
+        config = fresh_config(tmp_path, smtp_port=free_port(), web_port=port)
+        result = helpdesk("--config", str(config), "web")
+        assert_one_clear_line(result, f"127.0.0.1:{port}", "[web] listen")
+        other = helpdesk("--config", str(config), "web", "--listen", f"127.0.0.1:{port}")
+    assert_one_clear_line(other, f"127.0.0.1:{port}", "--listen")
+    assert not (tmp_path / "store").exists()
+
+
+# -- item 3: an unreachable database ---------------------------------------------------------
+@pytest.mark.parametrize("command", ["migrate", "run", "run --once", "tickets"])
+def test_an_unreachable_database_is_one_line_naming_the_host_never_the_password(tmp_path,
+                                                                                command):
+    closed = free_port()  # nothing listens there
+    config = fresh_config(tmp_path, smtp_port=free_port(), web_port=free_port())
+    url = f"postgresql://helpdesk:s3cret-Pa55@127.0.0.1:{closed}/helpdesk"
+    result = helpdesk("--config", str(config), *command.split(),
+                      env={"HELPDESK_DATABASE_URL": url})
+    assert_one_clear_line(result, f"127.0.0.1:{closed}", "database")
+    assert "s3cret" not in result.stderr
+    assert len([line for line in result.stderr.splitlines()
+                if line.startswith("helpdesk:")]) == 1, result.stderr
