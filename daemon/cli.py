@@ -256,24 +256,50 @@ def _password(args) -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
+# What `helpdesk user` did, Polish and English.
+USER_DONE = {
+    "created": ("konto utworzone", "account created"),
+    "updated": ("konto zaktualizowane; jego wcześniejsze sesje są zakończone",
+                "account updated; its earlier sessions are signed out"),
+    "passwd": ("hasło zmienione; wcześniejsze sesje konta są zakończone",
+               "password changed; its earlier sessions are signed out"),
+    "disable": ("dostęp do strony odebrany; sesje konta są zakończone",
+                "web access removed; its sessions are signed out"),
+}
+
+
+def _user_done(what: str, language: str) -> str:
+    return USER_DONE[what][language == "en"]
+
+
+def _has_web_account(session, email: str) -> bool:
+    """A row with a password, active. The configuration's technicians have rows from
+    the start (mirrored on every start) but no web account until `user add`."""
+    from daemon.store.models import Technician
+    row = session.scalar(select(Technician).where(Technician.email == email.strip().lower()))
+    return row is not None and bool(row.password_hash) and row.active
+
+
 def cmd_user(args, config) -> int:
+    from daemon.words import word
     from webform.accounts import AccountError, add_user, disable_user, set_password
     store = _open_store(config, migrate=True)
     password = _password(args) if args.action in ("add", "passwd") else None
-    now = args.clock.now()
+    now, language = args.clock.now(), config.language
     try:
         with store.transaction() as session:
             if args.action == "add":
-                row, created = add_user(session, config, args.email, role=args.role,
-                                        tier=args.tier, name=args.name, password=password,
-                                        now=now)
-                done = f"account {'created' if created else 'updated'} ({row.role}, {row.tier})"
+                existed = _has_web_account(session, args.email)
+                row, _ = add_user(session, config, args.email, role=args.role, tier=args.tier,
+                                  name=args.name, password=password, now=now)
+                done = (f"{_user_done('updated' if existed else 'created', language)} "
+                        f"({word(row.role, language)}, {row.tier})")
             elif args.action == "passwd":
                 set_password(session, args.email, password, now=now)
-                done = "password changed; its earlier sessions are signed out"
+                done = _user_done("passwd", language)
             else:
                 disable_user(session, config, args.email, now=now)
-                done = "web access removed; its sessions are signed out"
+                done = _user_done("disable", language)
     except AccountError as exc:
         raise CommandError(str(exc)) from None
     print(f"{args.email.strip().lower()}: {done}")

@@ -15,6 +15,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "auto": ("automat", "automatic"), "system": ("system", "system"),
     "email": ("e-mail", "email"), "web": ("formularz", "web form"), "phone": ("telefon", "phone"),
     "quarantined": ("kwarantanna", "quarantined"), "discarded": ("odrzucone", "discarded"),
+    "coordinator": ("koordynator", "coordinator"),
 }
 _BY_LANGUAGE = {language: {code: pair[i] for code, pair in WORDS.items()}
                 for i, language in enumerate(LANGUAGES)}

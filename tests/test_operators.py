@@ -99,3 +99,25 @@ def test_an_unreachable_database_is_one_line_naming_the_host_never_the_password(
     assert "s3cret" not in result.stderr
     assert len([line for line in result.stderr.splitlines()
                 if line.startswith("helpdesk:")]) == 1, result.stderr
+
+
+# -- item 9: `helpdesk user add` ---------------------------------------------------------------
+@pytest.mark.parametrize("language, created, updated", [
+    ("pl", "konto utworzone (technik, L1)", "konto zaktualizowane"),
+    ("en", "account created (technician, L1)", "account updated"),
+])
+def test_user_add_says_created_for_a_configured_technicians_first_account(
+        tmp_path, language, created, updated):
+    """The configuration's technicians have rows from the start (mirrored on every start),
+    but no web account until `user add`: that first one is created, not updated."""
+    config = fresh_config(tmp_path, smtp_port=free_port(), web_port=free_port(),
+                          helpdesk={"language": language})
+    add = ("--config", str(config), "user", "add", "anna.kowalska@jantar.pl", "--role",
+           "technician", "--password", "dobre-haslo-na-start")
+    first = helpdesk(*add)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == f"anna.kowalska@jantar.pl: {created}"
+    again = helpdesk(*add)
+    assert again.returncode == 0 and f"anna.kowalska@jantar.pl: {updated}" in again.stdout
+    stranger = helpdesk(*add[:4], "zofia.nowa@jantar.pl", *add[5:])
+    assert stranger.stdout.strip() == f"zofia.nowa@jantar.pl: {created}"
