@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from datetime import date
@@ -60,8 +61,9 @@ def _check_data_dirs(config) -> None:
 
 # -- commands ---------------------------------------------------------------------------
 def cmd_check_config(args, config) -> int:
-    print(f"configuration OK ({args.config or 'built-in defaults'}): "
-          f"{len(config.mailboxes)} mailboxes, {len(config.clients)} clients, "
+    from daemon.environment import configuration_source
+    print(configuration_source(args.config, config.source))
+    print(f"configuration OK: {len(config.mailboxes)} mailboxes, {len(config.clients)} clients, "
           f"{len(config.technicians)} technicians")
     return 0
 
@@ -511,6 +513,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn_unread_variables(source: str | os.PathLike | None) -> None:
+    """A misspelt HELPDESK_CONFG must not go unnoticed (daemon.environment)."""
+    from daemon.environment import referenced_variables, unread_variables
+    for warning in unread_variables(os.environ,
+                                    referenced_variables(Path(source) if source else None)):
+        log.warning("%s", warning)
+
+
+def _announce_configuration(args, config) -> None:
+    """The file read (or the defaults), first thing in the log of the long-running commands."""
+    from daemon.environment import configuration_source
+    level = logging.INFO if args.func in (cmd_run, cmd_web) else logging.DEBUG
+    log.log(level, "helpdesk %s: %s", args.command, configuration_source(args.config,
+                                                                        config.source))
+    _warn_unread_variables(config.source)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -520,10 +539,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_module.load(args.config)
     except config_module.ConfigError as exc:
+        _warn_unread_variables(args.config or os.environ.get("HELPDESK_CONFIG"))
         print("configuration errors:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    _announce_configuration(args, config)
     try:
         return args.func(args, config)
     except CommandError as exc:

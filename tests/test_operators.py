@@ -121,3 +121,54 @@ def test_user_add_says_created_for_a_configured_technicians_first_account(
     assert again.returncode == 0 and f"anna.kowalska@jantar.pl: {updated}" in again.stdout
     stranger = helpdesk(*add[:4], "zofia.nowa@jantar.pl", *add[5:])
     assert stranger.stdout.strip() == f"zofia.nowa@jantar.pl: {created}"
+
+
+# -- item 16: which configuration was read ----------------------------------------------------
+def test_check_config_names_the_file_it_read_and_how_it_was_named(tmp_path):
+    config = fresh_config(tmp_path, smtp_port=free_port(), web_port=free_port())
+    by_option = helpdesk("--config", str(config), "check-config", cwd=tmp_path)
+    assert by_option.returncode == 0, by_option.stderr
+    assert f"configuration file {config.resolve()} (from --config)" in by_option.stdout
+    by_variable = helpdesk("check-config", env={"HELPDESK_CONFIG": str(config)}, cwd=tmp_path)
+    assert f"configuration file {config.resolve()} (from HELPDESK_CONFIG)" in by_variable.stdout
+    assert "built-in defaults" not in by_variable.stdout
+
+
+def test_a_misspelt_helpdesk_config_is_named_and_the_defaults_are_said(tmp_path):
+    config = fresh_config(tmp_path, smtp_port=free_port(), web_port=free_port())
+    result = helpdesk("check-config", env={"HELPDESK_CONFG": str(config)}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "no configuration file" in result.stdout and "built-in defaults apply" in result.stdout
+    assert "HELPDESK_CONFG is set but the helpdesk does not read it; did you mean " \
+           "HELPDESK_CONFIG?" in result.stderr
+
+
+def test_variables_the_file_names_are_read_and_near_misses_are_not(tmp_path):
+    config = fresh_config(tmp_path, smtp_port=free_port(), web_port=free_port(),
+                          web={"secret_key_env": "HELPDESK_WEB_SECRET"})
+    result = helpdesk("--config", str(config), "check-config", cwd=tmp_path,
+                      env={"HELPDESK_WEB_SECRET": "x" * 40, "HELPDSK_DATABASE_URL": "sqlite://",
+                           "HELPDESK_SMTP_PASWORD": "x"})
+    assert result.returncode == 0, result.stderr
+    assert "HELPDESK_WEB_SECRET" not in result.stderr  # named by secret_key_env: read
+    assert "HELPDSK_DATABASE_URL is set but the helpdesk does not read it; did you mean " \
+           "HELPDESK_DATABASE_URL?" in result.stderr
+    assert "HELPDESK_SMTP_PASWORD is set but the helpdesk does not read it" in result.stderr
+
+
+def test_the_first_log_line_of_run_names_the_configuration(tmp_path):
+    """Without a file `run` says the defaults apply before anything else; the unreachable
+    database then ends it, so no default port or store is kept."""
+    closed = f"postgresql://helpdesk@127.0.0.1:{free_port()}/helpdesk"
+    config = fresh_config(tmp_path, smtp_port=free_port(), web_port=free_port())
+    with_file = helpdesk("--config", str(config), "run", cwd=tmp_path,
+                         env={"HELPDESK_DATABASE_URL": closed})
+    assert with_file.returncode == 1
+    first = with_file.stderr.splitlines()[0]
+    assert f"helpdesk run: configuration file {config.resolve()} (from --config)" in first
+    defaults = helpdesk("run", cwd=tmp_path, env={"HELPDESK_DATABASE_URL": closed,
+                                                  "HELPDESK_CONFG": str(config)})
+    assert defaults.returncode == 1
+    lines = defaults.stderr.splitlines()
+    assert "helpdesk run: no configuration file" in lines[0] and "built-in defaults" in lines[0]
+    assert "HELPDESK_CONFG" in lines[1]
