@@ -7,6 +7,7 @@ from __future__ import annotations
 
 LANGUAGES = ("pl", "en")
 WORDS: dict[str, tuple[str, str]] = {
+    "coordinator": ("koordynator", "coordinator"),  # a role; "technician" is below
     "new": ("nowe", "new"), "open": ("otwarte", "open"), "waiting": ("czeka na klienta", "waiting"),
     "resolved": ("rozwiązane", "resolved"), "closed": ("zamknięte", "closed"),
     "low": ("niski", "low"), "normal": ("normalny", "normal"), "high": ("wysoki", "high"),
@@ -15,7 +16,6 @@ WORDS: dict[str, tuple[str, str]] = {
     "auto": ("automat", "automatic"), "system": ("system", "system"),
     "email": ("e-mail", "email"), "web": ("formularz", "web form"), "phone": ("telefon", "phone"),
     "quarantined": ("kwarantanna", "quarantined"), "discarded": ("odrzucone", "discarded"),
-    "coordinator": ("koordynator", "coordinator"),
 }
 _BY_LANGUAGE = {language: {code: pair[i] for code, pair in WORDS.items()}
                 for i, language in enumerate(LANGUAGES)}
