@@ -16,6 +16,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from daemon import config as config_module
 from daemon.clock import Clock, parse_instant
+from daemon.logs import configure_logging
 from daemon.store import Store
 from daemon.store.db import cannot_open
 from daemon.store.migrate import current_revision, head_revision
@@ -532,9 +533,7 @@ def _announce_configuration(args, config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_logging(args.verbose)
     args.clock = Clock(start=args.now)
     try:
         config = config_module.load(args.config)

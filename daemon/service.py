@@ -21,9 +21,16 @@ from daemon.ingest.refusals import IntakeRefusals
 from daemon.listeners import Listeners
 from daemon.pipeline import Pipeline
 from daemon.store import Store
+from daemon.store.db import unreachable_reason
 from daemon.store.migrate import upgrade
 
 log = logging.getLogger(__name__)
+SEND_BATCH = 10  # mails per send_pending call; a stop waits for at most one such batch
+
+
+def counted(results: Counter) -> str:
+    """{"sent": 2, "retry": 1} as '2 sent, 1 retry', for a job's log line."""
+    return ", ".join(f"{n} {what}" for what, n in sorted(results.items()))
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,7 @@ def prepare_store(config: Config, store: Store) -> None:
     """Migrate (under a lock) and mirror clients and technicians from configuration."""
     before, after = upgrade(store)
     if before != after:
-        log.info("store migrated from %s to %s", before or "empty", after)
+        log.info("store: migrated from %s to %s", before or "empty", after)
     with store.transaction() as session:
         sync_directory(session, config)
 
@@ -89,21 +96,29 @@ class Daemon:
     def process_backlog(self) -> Counter:
         results = self.pipeline.process_pending(stop=self.stop)
         if results:
-            log.info("processed: %s", dict(results))
+            log.info("process: %s", counted(results))
         return results
 
     def sweep_sla(self) -> Counter:
         from daemon.rules.sla_sweep import sweep_sla
         results = sweep_sla(self.config, self.store, self.clock)
         if results:
-            log.info("SLA notices: %s", dict(results))
+            log.info("sla sweep: %s", counted(results))
         return results
 
     def send_outbox(self) -> Counter:
+        """Due mail in batches, so that a stop waits for the mail in hand, not the outbox."""
         from daemon.outbound.sender import send_pending
-        results = send_pending(self.config, self.store, self.clock)
+        results: Counter = Counter()
+        while True:
+            batch = send_pending(self.config, self.store, self.clock, limit=SEND_BATCH)
+            results.update(batch)
+            # A short batch: nothing more is due, or the relay is down (send_pending stops
+            # at once then, so the rest keeps its attempts).
+            if sum(batch.values()) < SEND_BATCH or self.stop.is_set():
+                break
         if results:
-            log.info("outbox: %s", dict(results))
+            log.info("send: %s", counted(results))
         return results
 
     def import_history(self) -> Counter:
@@ -112,7 +127,7 @@ class Daemon:
         from daemon.ingest.history import HistoryImporter
         results = HistoryImporter(self.config, self.store, self.clock).import_pending(self.stop)
         if results:
-            log.info("history imported: %s", dict(results))
+            log.info("import history: %s", counted(results))
         return results
 
     def purge_discarded(self) -> int:
@@ -135,11 +150,11 @@ class Daemon:
             try:
                 busy = bool(self.process_backlog())
             except OperationalError as exc:  # the store is unreachable: one line, not a trace
-                log.error("processing pass failed, store unreachable; retrying in 5 s: %s",
-                          str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                log.error("process: pass failed, store unreachable; retrying in 5 s: %s",
+                          unreachable_reason(exc))
                 busy = False
             except Exception:  # noqa: BLE001 - a bug must not stop the pipeline thread
-                log.exception("processing pass failed; retrying")
+                log.exception("process: pass failed; retrying")
                 busy = False
             if not busy:
                 self.wake.wait(timeout=5)
@@ -151,7 +166,8 @@ class Daemon:
         self._threads.append(thread)
 
     def _handle_signal(self, signum, _frame) -> None:
-        log.info("signal %s: finishing the message in hand, then exiting", signum)
+        log.info("helpdesk: %s: finishing the message in hand, then exiting",
+                 signal.Signals(signum).name)
         self.stop.set()
         self.wake.set()
 
