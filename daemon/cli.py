@@ -377,7 +377,8 @@ def cmd_sla(args, config) -> int:
 
 def cmd_report(args, config) -> int:
     """report --from --to: service figures for local days FROM..TO (inclusive)."""
-    from daemon.reports import report, to_csv, to_text
+    from daemon.report_output import to_csv, to_text
+    from daemon.reports import report
     if args.last < args.first:
         raise CommandError("--to is before --from")
     store = _open_store(config, migrate=False)
@@ -386,9 +387,9 @@ def cmd_report(args, config) -> int:
     if args.json:
         _print_json(result)
     elif args.csv:
-        sys.stdout.write(to_csv(result))
+        sys.stdout.write(to_csv(result, config.language))
     else:
-        print(to_text(result))
+        print(to_text(result, config.language))
     return 0
 
 
