@@ -297,3 +297,13 @@ def weekly(session: Session, config: Config, first: date, last: date, now: datet
                       **figures(tally, {"first_response": {}, "resolution": {}}, (None, "all"))})
         monday += timedelta(days=7)
     return weeks
+
+
+# -- for the web's dashboard (webform/triage.py); the command line's words are in
+# daemon/report_output.py ------------------------------------------------------------------------
+def hours(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds / 3600:.1f} h"
+
+
+def percent(share: float | None) -> str:
+    return "—" if share is None else f"{share * 100:.0f}%"

@@ -26,6 +26,9 @@ from daemon.store.migrate import upgrade
 
 log = logging.getLogger(__name__)
 SEND_BATCH = 10  # mails per send_pending call; a stop waits for at most one such batch
+# A stop waits this long for each thread (the pipeline's record in hand, a puller's batch);
+# deploy/helpdesk.service's TimeoutStopSec leaves room for it and for the jobs running.
+THREAD_JOIN_SECONDS = 30
 
 
 def counted(results: Counter) -> str:
@@ -212,5 +215,5 @@ class Daemon:
             if web is not None:
                 web.stop()
             for thread in self._threads:
-                thread.join(timeout=30)
+                thread.join(timeout=THREAD_JOIN_SECONDS)
             log.info("helpdesk stopped")
