@@ -14,8 +14,10 @@ from pathlib import Path
 
 # The variables the helpdesk itself reads.
 READ = ("HELPDESK_CONFIG", "HELPDESK_DATABASE_URL")
-# Read by the test suite and the benchmarks (README, "Guarantees"), never by the helpdesk.
-FOR_TESTS = ("HELPDESK_TEST_PG", "HELPDESK_KILL_SEED")
+# Read by the test suite and the benchmarks, never by the helpdesk: not misspellings.
+FOR_TESTS = ("HELPDESK_KILL_SEED", "HELPDESK_KILL_BACKENDS", "HELPDESK_SCREENSHOTS",
+             "HELPDESK_WALK_EXAMPLES")
+FOR_TESTS_PREFIX = "HELPDESK_TEST_"     # HELPDESK_TEST_PG, HELPDESK_TEST_CORPUS, ...
 PREFIX = "HELPDESK_"
 
 
@@ -57,7 +59,8 @@ def unread_variables(env: Mapping[str, str], referenced: set[str] = frozenset())
     meant = sorted({*READ, *(r for r in referenced if r.startswith(PREFIX))})
     warnings = []
     for name in sorted(env):
-        if name in READ or name in FOR_TESTS or name in referenced:
+        if name in READ or name in referenced or name in FOR_TESTS \
+                or name.startswith(FOR_TESTS_PREFIX):
             continue
         close = difflib.get_close_matches(name, meant, n=1, cutoff=0.8)
         if not name.startswith(PREFIX) and not close:
