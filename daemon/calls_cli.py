@@ -172,34 +172,6 @@ def _report(args, config) -> int:
     if getattr(args, "json", False):
         _print_json(figures)
     else:
-        _print_figures(figures)
+        from daemon.report_output import calls_to_text
+        print(calls_to_text(figures, config.language))
     return 0
-
-
-def _print_figures(figures: dict) -> None:
-    totals = figures["totals"]
-    print(f"Calls {figures['from']} .. {figures['to']} ({figures['timezone']})")
-    print(f"  offered {totals['offered']}, answered {totals['answered']}, "
-          f"missed {totals['missed']}, abandoned {totals['abandoned']}, other {totals['other']}, "
-          f"outgoing {totals['outgoing']}")
-    speed = totals["average_speed_of_answer"]
-    print(f"  answer rate {_percent(totals['answer_rate'])}, abandonment rate "
-          f"{_percent(totals['abandonment_rate'])}, average speed of answer "
-          f"{'-' if speed is None else speed} s, service level "
-          f"({figures['service_level_seconds']} s) {_percent(totals['service_level'])}")
-    callbacks = totals["callbacks"]
-    print(f"  callbacks: {callbacks['needed']} needed, {callbacks['made']} made, "
-          f"{callbacks['within_target']} within target")
-    print("  per day:")
-    for day in figures["per_day"]:
-        if day["offered"] or day["outgoing"]:
-            print(f"    {day['date']}  offered {day['offered']:>5}  answered {day['answered']:>5}  "
-                  f"missed {day['missed']:>4}  abandoned {day['abandoned']:>4}")
-    print("  per technician:")
-    for tech in figures["per_technician"]:
-        print(f"    {tech['technician'] or '(unknown)':<32} answered {tech['answered']:>5}  "
-              f"talk {tech['talk_seconds']:>7} s  outgoing {tech['outgoing']:>4}")
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"

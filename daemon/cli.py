@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from datetime import date
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from daemon import config as config_module
 from daemon.clock import Clock, parse_instant
+from daemon.logs import configure_logging
 from daemon.store import Store
+from daemon.store.db import cannot_open
 from daemon.store.migrate import current_revision, head_revision
 
 log = logging.getLogger("helpdesk")
@@ -30,18 +33,21 @@ def _print_json(value) -> None:
     sys.stdout.write("\n")
 
 
-def _open_store(config, *, migrate: bool) -> Store:
+def _open_store(config, *, migrate: bool, checkpoint_thread: bool = True) -> Store:
+    """The store, migrated first when MIGRATE; one line naming the database (never its
+    password) when it cannot be reached."""
     # The commands that write for long (run, ingest, calls import) leave the copying of
     # SQLite's write-ahead log to a thread of the store's, not to their commits.
-    store = Store(config.database_url, checkpoint_thread=True)
+    store = Store(config.database_url, checkpoint_thread=checkpoint_thread)
     try:
         if migrate:
             from daemon.service import prepare_store
             prepare_store(config, store)
         elif current_revision(store) != head_revision(store):
             raise CommandError("the store is not migrated: run `helpdesk migrate` first")
-    except OperationalError as exc:
-        raise CommandError(f"cannot open the store {store.engine.url!r}: {exc.orig}") from None
+    except (OperationalError, InterfaceError) as exc:
+        store.dispose()
+        raise CommandError(cannot_open(config.database_url, exc)) from None
     return store
 
 
@@ -56,31 +62,48 @@ def _check_data_dirs(config) -> None:
 
 # -- commands ---------------------------------------------------------------------------
 def cmd_check_config(args, config) -> int:
-    print(f"configuration OK ({args.config or 'built-in defaults'}): "
-          f"{len(config.mailboxes)} mailboxes, {len(config.clients)} clients, "
+    from daemon.environment import configuration_source
+    print(configuration_source(args.config, config.source))
+    print(f"configuration OK: {len(config.mailboxes)} mailboxes, {len(config.clients)} clients, "
           f"{len(config.technicians)} technicians")
     return 0
 
 
 def cmd_migrate(args, config) -> int:
-    from daemon.service import prepare_store
     _check_data_dirs(config)
-    store = Store(config.database_url)
-    prepare_store(config, store)
+    store = _open_store(config, migrate=True, checkpoint_thread=False)
     print(f"store at revision {current_revision(store)}")
     return 0
 
 
+def _bind_ports(config):
+    """The receiver's and the web's ports, bound (and kept) before anything is created."""
+    from daemon.listeners import PortUnavailable, bind_listeners
+    from webform.config import web_config
+    web = web_config(config)
+    try:
+        return bind_listeners(config.smtp_server.listen if config.smtp_server.enabled else None,
+                              web.listen if web.enabled else None)
+    except PortUnavailable as exc:
+        raise CommandError(str(exc)) from None
+
+
 def cmd_run(args, config) -> int:
     from daemon.service import Daemon
-    _check_data_dirs(config)
-    store = _open_store(config, migrate=True)
-    daemon = Daemon(config, store, args.clock)
     if args.once:
+        _check_data_dirs(config)
+        daemon = Daemon(config, _open_store(config, migrate=True), args.clock)
         report = daemon.run_once()
         _print_json({k: (dict(v) if isinstance(v, Counter) else v) for k, v in report.items()})
         return 0
-    daemon.run()
+    listeners = _bind_ports(config)
+    try:
+        _check_data_dirs(config)
+        store = _open_store(config, migrate=True)
+    except CommandError:
+        listeners.close()
+        raise
+    Daemon(config, store, args.clock).run(listeners)
     return 0
 
 
@@ -236,24 +259,50 @@ def _password(args) -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
+# What `helpdesk user` did, Polish and English.
+USER_DONE = {
+    "created": ("konto utworzone", "account created"),
+    "updated": ("konto zaktualizowane; jego wcześniejsze sesje są zakończone",
+                "account updated; its earlier sessions are signed out"),
+    "passwd": ("hasło zmienione; wcześniejsze sesje konta są zakończone",
+               "password changed; its earlier sessions are signed out"),
+    "disable": ("dostęp do strony odebrany; sesje konta są zakończone",
+                "web access removed; its sessions are signed out"),
+}
+
+
+def _user_done(what: str, language: str) -> str:
+    return USER_DONE[what][language == "en"]
+
+
+def _has_web_account(session, email: str) -> bool:
+    """A row with a password, active. The configuration's technicians have rows from
+    the start (mirrored on every start) but no web account until `user add`."""
+    from daemon.store.models import Technician
+    row = session.scalar(select(Technician).where(Technician.email == email.strip().lower()))
+    return row is not None and bool(row.password_hash) and row.active
+
+
 def cmd_user(args, config) -> int:
+    from daemon.words import word
     from webform.accounts import AccountError, add_user, disable_user, set_password
     store = _open_store(config, migrate=True)
     password = _password(args) if args.action in ("add", "passwd") else None
-    now = args.clock.now()
+    now, language = args.clock.now(), config.language
     try:
         with store.transaction() as session:
             if args.action == "add":
-                row, created = add_user(session, config, args.email, role=args.role,
-                                        tier=args.tier, name=args.name, password=password,
-                                        now=now)
-                done = f"account {'created' if created else 'updated'} ({row.role}, {row.tier})"
+                existed = _has_web_account(session, args.email)
+                row, _ = add_user(session, config, args.email, role=args.role, tier=args.tier,
+                                  name=args.name, password=password, now=now)
+                done = (f"{_user_done('updated' if existed else 'created', language)} "
+                        f"({word(row.role, language)}, {row.tier})")
             elif args.action == "passwd":
                 set_password(session, args.email, password, now=now)
-                done = "password changed; its earlier sessions are signed out"
+                done = _user_done("passwd", language)
             else:
                 disable_user(session, config, args.email, now=now)
-                done = "web access removed; its sessions are signed out"
+                done = _user_done("disable", language)
     except AccountError as exc:
         raise CommandError(str(exc)) from None
     print(f"{args.email.strip().lower()}: {done}")
@@ -264,9 +313,20 @@ def cmd_web(args, config) -> int:
     import signal
     import threading
 
+    from daemon.listeners import PortUnavailable, bind
+    from webform.config import web_config
     from webform.serve import WebServer
-    store = _open_store(config, migrate=True)
-    server = WebServer(config, store, args.clock, listen=args.listen).start()
+    try:
+        sock = bind(args.listen or web_config(config).listen,
+                    "--listen" if args.listen else "[web] listen")
+    except PortUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        store = _open_store(config, migrate=True)
+    except CommandError:
+        sock.close()
+        raise
+    server = WebServer(config, store, args.clock, sock=sock).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -317,7 +377,8 @@ def cmd_sla(args, config) -> int:
 
 def cmd_report(args, config) -> int:
     """report --from --to: service figures for local days FROM..TO (inclusive)."""
-    from daemon.reports import report, to_csv, to_text
+    from daemon.report_output import to_csv, to_text
+    from daemon.reports import report
     if args.last < args.first:
         raise CommandError("--to is before --from")
     store = _open_store(config, migrate=False)
@@ -326,9 +387,9 @@ def cmd_report(args, config) -> int:
     if args.json:
         _print_json(result)
     elif args.csv:
-        sys.stdout.write(to_csv(result))
+        sys.stdout.write(to_csv(result, config.language))
     else:
-        print(to_text(result))
+        print(to_text(result, config.language))
     return 0
 
 
@@ -454,19 +515,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn_unread_variables(source: str | os.PathLike | None) -> None:
+    """A misspelt HELPDESK_CONFG must not go unnoticed (daemon.environment)."""
+    from daemon.environment import referenced_variables, unread_variables
+    for warning in unread_variables(os.environ,
+                                    referenced_variables(Path(source) if source else None)):
+        log.warning("%s", warning)
+
+
+def _announce_configuration(args, config) -> None:
+    """The file read (or the defaults), first thing in the log of the long-running commands."""
+    from daemon.environment import configuration_source
+    level = logging.INFO if args.func in (cmd_run, cmd_web) else logging.DEBUG
+    log.log(level, "helpdesk %s: %s", args.command, configuration_source(args.config,
+                                                                        config.source))
+    _warn_unread_variables(config.source)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_logging(args.verbose)
     args.clock = Clock(start=args.now)
     try:
         config = config_module.load(args.config)
     except config_module.ConfigError as exc:
+        _warn_unread_variables(args.config or os.environ.get("HELPDESK_CONFIG"))
         print("configuration errors:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    _announce_configuration(args, config)
     try:
         return args.func(args, config)
     except CommandError as exc:

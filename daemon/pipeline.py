@@ -358,7 +358,7 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001 - any bug in a step must not lose mail
                 if not claimed:
                     raise
-                log.exception("raw record %s: processing failed", claimed[0])
+                log.exception("%s: processing failed", self._label(claimed[0]))
                 return self._quarantine(claimed[0], _reason(exc))
         return None
 
@@ -369,8 +369,18 @@ class Pipeline:
                             .values(status="quarantined", reason=reason[:4000],
                                     processed_at=self.clock.now(),
                                     attempts=RawMessage.attempts + 1))
-        log.warning("raw record %s quarantined: %s", raw_id, reason)
+        log.warning("%s quarantined: %s", self._label(raw_id), reason)
         return "quarantined"
+
+    def _label(self, raw_id: int) -> str:
+        """'<message-id> raw record N', for the log lines of a record that failed."""
+        try:
+            with self.store.transaction() as session:
+                message_id = session.scalar(select(RawMessage.message_id)
+                                            .where(RawMessage.id == raw_id))
+        except Exception:  # noqa: BLE001 - a log line must not fail the quarantine
+            message_id = None
+        return f"<{message_id or '-'}> raw record {raw_id}"
 
     def process_pending(self, limit: int | None = None,
                         stop: threading.Event | None = None) -> Counter:

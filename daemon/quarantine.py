@@ -56,7 +56,7 @@ def discard_quarantined(session: Session, raw_id: int, *, actor: str, now: datet
         return False
     record.status, record.processed_at = "discarded", now
     record.reason = f"discarded by {actor}: {record.reason or ''}"[:4000]
-    log.info("raw record %s discarded by %s", raw_id, actor)
+    log.info("<%s> raw record %s discarded by %s", record.message_id or "-", raw_id, actor)
     return True
 
 
@@ -74,5 +74,5 @@ def purge_discarded(store: Store, now: datetime, keep_days: int) -> int:
             RawBody.raw_id.in_(discarded), func.length(RawBody.data) > 0)
             .values(data=b"")).rowcount
     if purged:
-        log.info("purged the bytes of %d discarded raw records", purged)
+        log.info("purge discarded mail: blanked the bytes of %d records", purged)
     return purged

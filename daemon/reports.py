@@ -27,8 +27,6 @@ durations and the ratings come back row by row, for percentiles and months.
 """
 from __future__ import annotations
 
-import csv
-import io
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -301,93 +299,11 @@ def weekly(session: Session, config: Config, first: date, last: date, now: datet
     return weeks
 
 
-# -- output ---------------------------------------------------------------------------------------
-CSV_COLUMNS = (
-    "dimension", "group", "opened", "resolved", "backlog",
-    "first_response_median_seconds", "first_response_p90_seconds",
-    "resolution_median_seconds", "resolution_p90_seconds",
-    "first_response_met", "first_response_breached", "first_response_compliance",
-    "resolution_met", "resolution_breached", "resolution_compliance",
-    "resolved_at_l1", "l1_rate", "l1_target",
-    "ratings", "rating_average", *(f"rating_{s}" for s in SCORES),
-)
-
-
-def _figure_row(dimension: str, group, f: dict) -> dict:
-    return {
-        "dimension": dimension, "group": "" if group is None else group,
-        "opened": f["opened"], "resolved": f["resolved"], "backlog": f["backlog"],
-        "first_response_median_seconds": f["time_to_first_response"]["median_seconds"],
-        "first_response_p90_seconds": f["time_to_first_response"]["p90_seconds"],
-        "resolution_median_seconds": f["time_to_resolution"]["median_seconds"],
-        "resolution_p90_seconds": f["time_to_resolution"]["p90_seconds"],
-        **{f"{clock}_{n}": f["sla"][clock][n] for clock in ("first_response", "resolution")
-           for n in ("met", "breached")},
-        "first_response_compliance": f["sla"]["first_response"]["share"],
-        "resolution_compliance": f["sla"]["resolution"]["share"],
-        "resolved_at_l1": f["l1"]["resolved_at_l1"], "l1_rate": f["l1"]["rate"],
-        "l1_target": f["l1"]["target"],
-    }
-
-
-def _rating_cells(summary: dict | None) -> dict:
-    if not summary:
-        return {}
-    return {"ratings": summary["count"], "rating_average": summary["average"],
-            **{f"rating_{s}": summary["distribution"][str(s)] for s in SCORES}}
-
-
-def csv_rows(result: dict) -> list[dict]:
-    """One row per group of every breakdown; ratings beside the figures, months on their own."""
-    rated = result["ratings"]
-    rows = [{**_figure_row("total", "all", result["totals"]), **_rating_cells(rated["totals"])}]
-    for dimension in DIMENSIONS:
-        by_rating = {r[dimension]: r for r in rated.get(f"by_{dimension}", [])}
-        for entry in result[f"by_{dimension}"]:
-            group = entry[dimension]
-            rows.append({**_figure_row(dimension, group, entry),
-                         **_rating_cells(by_rating.get(group))})
-    for entry in rated["by_month"]:
-        rows.append({"dimension": "month", "group": entry["month"], **_rating_cells(entry)})
-    return rows
-
-
-def to_csv(result: dict) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(csv_rows(result))
-    return out.getvalue()
-
-
+# -- for the web's dashboard (webform/triage.py); the command line's words are in
+# daemon/report_output.py ------------------------------------------------------------------------
 def hours(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds / 3600:.1f} h"
 
 
 def percent(share: float | None) -> str:
     return "—" if share is None else f"{share * 100:.0f}%"
-
-
-def to_text(result: dict) -> str:
-    """A table a person reads in a terminal: the totals, then one line per group."""
-    header = (f"{'':<32} {'opened':>6} {'resolv':>6} {'backlg':>6} {'1st med':>8} {'1st p90':>8} "
-              f"{'res med':>8} {'res p90':>8} {'SLA 1st':>7} {'SLA res':>7} {'L1':>5}")
-    lines = [f"Report {result['from']} .. {result['to']} ({result['timezone']}); "
-             f"L1 target {percent(result['l1_target'])}", header]
-
-    def line(name: str, f: dict) -> str:
-        return (f"{name[:32]:<32} {f['opened']:>6} {f['resolved']:>6} {f['backlog']:>6} "
-                f"{hours(f['time_to_first_response']['median_seconds']):>8} "
-                f"{hours(f['time_to_first_response']['p90_seconds']):>8} "
-                f"{hours(f['time_to_resolution']['median_seconds']):>8} "
-                f"{hours(f['time_to_resolution']['p90_seconds']):>8} "
-                f"{percent(f['sla']['first_response']['share']):>7} "
-                f"{percent(f['sla']['resolution']['share']):>7} {percent(f['l1']['rate']):>5}")
-    lines.append(line("total", result["totals"]))
-    for dimension in DIMENSIONS:
-        lines.append(f"-- by {dimension}")
-        lines += [line(str(e[dimension] or "—"), e) for e in result[f"by_{dimension}"]]
-    totals = result["ratings"]["totals"]
-    lines.append(f"-- ratings: {totals['count']}, average {totals['average'] or '—'}, "
-                 + " ".join(f"{s}:{n}" for s, n in totals["distribution"].items()))
-    return "\n".join(lines)

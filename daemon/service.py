@@ -18,11 +18,22 @@ from daemon.config import Config
 from daemon.conversation import send_coordinator_digest
 from daemon.directory import sync_directory
 from daemon.ingest.refusals import IntakeRefusals
+from daemon.listeners import Listeners
 from daemon.pipeline import Pipeline
 from daemon.store import Store
+from daemon.store.db import unreachable_reason
 from daemon.store.migrate import upgrade
 
 log = logging.getLogger(__name__)
+SEND_BATCH = 10  # mails per send_pending call; a stop waits for at most one such batch
+# A stop waits this long for each thread (the pipeline's record in hand, a puller's batch);
+# deploy/helpdesk.service's TimeoutStopSec leaves room for it and for the jobs running.
+THREAD_JOIN_SECONDS = 30
+
+
+def counted(results: Counter) -> str:
+    """{"sent": 2, "retry": 1} as '2 sent, 1 retry', for a job's log line."""
+    return ", ".join(f"{n} {what}" for what, n in sorted(results.items()))
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,7 @@ def prepare_store(config: Config, store: Store) -> None:
     """Migrate (under a lock) and mirror clients and technicians from configuration."""
     before, after = upgrade(store)
     if before != after:
-        log.info("store migrated from %s to %s", before or "empty", after)
+        log.info("store: migrated from %s to %s", before or "empty", after)
     with store.transaction() as session:
         sync_directory(session, config)
 
@@ -88,21 +99,29 @@ class Daemon:
     def process_backlog(self) -> Counter:
         results = self.pipeline.process_pending(stop=self.stop)
         if results:
-            log.info("processed: %s", dict(results))
+            log.info("process: %s", counted(results))
         return results
 
     def sweep_sla(self) -> Counter:
         from daemon.rules.sla_sweep import sweep_sla
         results = sweep_sla(self.config, self.store, self.clock)
         if results:
-            log.info("SLA notices: %s", dict(results))
+            log.info("sla sweep: %s", counted(results))
         return results
 
     def send_outbox(self) -> Counter:
+        """Due mail in batches, so that a stop waits for the mail in hand, not the outbox."""
         from daemon.outbound.sender import send_pending
-        results = send_pending(self.config, self.store, self.clock)
+        results: Counter = Counter()
+        while True:
+            batch = send_pending(self.config, self.store, self.clock, limit=SEND_BATCH)
+            results.update(batch)
+            # A short batch: nothing more is due, or the relay is down (send_pending stops
+            # at once then, so the rest keeps its attempts).
+            if sum(batch.values()) < SEND_BATCH or self.stop.is_set():
+                break
         if results:
-            log.info("outbox: %s", dict(results))
+            log.info("send: %s", counted(results))
         return results
 
     def import_history(self) -> Counter:
@@ -111,7 +130,7 @@ class Daemon:
         from daemon.ingest.history import HistoryImporter
         results = HistoryImporter(self.config, self.store, self.clock).import_pending(self.stop)
         if results:
-            log.info("history imported: %s", dict(results))
+            log.info("import history: %s", counted(results))
         return results
 
     def purge_discarded(self) -> int:
@@ -134,11 +153,11 @@ class Daemon:
             try:
                 busy = bool(self.process_backlog())
             except OperationalError as exc:  # the store is unreachable: one line, not a trace
-                log.error("processing pass failed, store unreachable; retrying in 5 s: %s",
-                          str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                log.error("process: pass failed, store unreachable; retrying in 5 s: %s",
+                          unreachable_reason(exc))
                 busy = False
             except Exception:  # noqa: BLE001 - a bug must not stop the pipeline thread
-                log.exception("processing pass failed; retrying")
+                log.exception("process: pass failed; retrying")
                 busy = False
             if not busy:
                 self.wake.wait(timeout=5)
@@ -150,22 +169,25 @@ class Daemon:
         self._threads.append(thread)
 
     def _handle_signal(self, signum, _frame) -> None:
-        log.info("signal %s: finishing the message in hand, then exiting", signum)
+        log.info("helpdesk: %s: finishing the message in hand, then exiting",
+                 signal.Signals(signum).name)
         self.stop.set()
         self.wake.set()
 
-    def run(self) -> None:
+    def run(self, listeners: Listeners | None = None) -> None:
+        """Serve until SIGTERM or SIGINT. LISTENERS: the ports `helpdesk run` bound before
+        it opened the store (daemon.listeners); without them they are bound here."""
         signal.signal(signal.SIGTERM, self._handle_signal)
         signal.signal(signal.SIGINT, self._handle_signal)
+        listeners = listeners or Listeners()
         receiver = None
         if self.config.smtp_server.enabled:
             from daemon.ingest.smtp import start_receiver
             receiver = start_receiver(self.config, self.store, self.clock, on_saved=self.wake.set,
-                                      refusals=self.intake_refusals)
-            log.info("%s receiver listening on %s:%s", self.config.smtp_server.protocol.upper(),
-                     *self.config.smtp_server.listen)
+                                      refusals=self.intake_refusals, sock=listeners.smtp)
         from webform.serve import start_web
-        web = start_web(self.config, self.store, self.clock, self.intake_refusals)
+        web = start_web(self.config, self.store, self.clock, self.intake_refusals,
+                        sock=listeners.web)
         for puller in self.pullers():
             self._start_thread(f"imap-{puller.mailbox.address}", lambda p=puller: p.run(self.stop))
         self._start_thread("pipeline", self._processor)
@@ -193,5 +215,5 @@ class Daemon:
             if web is not None:
                 web.stop()
             for thread in self._threads:
-                thread.join(timeout=30)
+                thread.join(timeout=THREAD_JOIN_SECONDS)
             log.info("helpdesk stopped")

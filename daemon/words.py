@@ -7,6 +7,7 @@ from __future__ import annotations
 
 LANGUAGES = ("pl", "en")
 WORDS: dict[str, tuple[str, str]] = {
+    "coordinator": ("koordynator", "coordinator"),  # a role; "technician" is below
     "new": ("nowe", "new"), "open": ("otwarte", "open"), "waiting": ("czeka na klienta", "waiting"),
     "resolved": ("rozwiązane", "resolved"), "closed": ("zamknięte", "closed"),
     "low": ("niski", "low"), "normal": ("normalny", "normal"), "high": ("wysoki", "high"),

@@ -89,4 +89,4 @@ def test_report_figures(tmp_path, config_file, capsys):
     assert figures["per_hour"][10]["offered"] == 2
     code, out, _ = run(capsys, "--config", str(config), "calls", "report", "--from", "2026-11-25",
                        "--to", "2026-11-25")
-    assert code == 0 and "answer rate 50.0%" in out
+    assert code == 0 and "odsetek odebranych 50%" in out  # [helpdesk] language = "pl"

@@ -164,14 +164,15 @@ def test_cli_report_json_and_csv(config_file, store, make_config, db_url, capsys
     result = json.loads(capsys.readouterr().out)
     assert result["totals"]["l1"]["rate"] == 0.5
     assert result["totals"]["time_to_resolution"]["p90_seconds"] == 14.8 * HOUR
-    assert main([*args, "--csv"]) == 0
-    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert main([*args, "--csv"]) == 0  # [helpdesk] language = "pl": a Polish spreadsheet's
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out), delimiter=";"))
     total = rows[0]
-    assert (total["dimension"], total["opened"], total["first_response_compliance"],
-            total["l1_rate"], total["rating_average"]) == ("total", "6", "0.6", "0.5", "3.67")
-    assert {(r["dimension"], r["group"]) for r in rows} >= {
-        ("client", "Sieć Bursztyn"), ("tier", "L2"), ("channel", "web"),
-        ("technician", "piotr.nowak@jantar.pl"), ("month", "2026-11")}
+    assert (total["przekrój"], total["przyjęte"], total["SLA pierwszej odpowiedzi dotrzymane (%)"],
+            total["rozwiązane na L1 (%)"], total["średnia ocena"]) == ("razem", "6", "60", "50",
+                                                                      "3,67")
+    assert {(r["przekrój"], r["grupa"]) for r in rows} >= {
+        ("klient", "Sieć Bursztyn"), ("poziom", "L2"), ("kanał", "formularz"),
+        ("technik", "piotr.nowak@jantar.pl"), ("miesiąc", "listopad 2026")}
     assert main(args) == 0
-    assert "total" in capsys.readouterr().out
+    assert "Razem" in capsys.readouterr().out
     assert main([*args[:-4], "--from", "2026-11-22", "--to", "2026-11-16"]) == 1

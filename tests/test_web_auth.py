@@ -336,7 +336,7 @@ def test_user_add_with_password_option_creates_a_coordinator(config_file, store,
     path = config_file()
     code = cli_main(["--config", str(path), "user", "add", "szef@jantar.pl", "--role",
                      "coordinator", "--tier", "L3", "--password", PASSWORD])
-    assert code == 0 and "account created (coordinator, L3)" in capsys.readouterr().out
+    assert code == 0 and "konto utworzone (koordynator, L3)" in capsys.readouterr().out
     row = technician(store, "szef@jantar.pl")
     assert (row.role, row.tier, row.active) == ("coordinator", "L3", True)
     with store.transaction() as session:

@@ -6,6 +6,7 @@ bigger site puts gunicorn ('webform:create_app()') behind a reverse proxy instea
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -13,6 +14,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.ingest.refusals import IntakeRefusals
+from daemon.listeners import bind
 from daemon.store import Store
 from webform import create_app
 from webform.config import web_config
@@ -25,10 +27,18 @@ class WebServer:
 
     def __init__(self, config: Config, store: Store, clock: Clock,
                  listen: tuple[str, int] | None = None,
-                 intake_refusals: IntakeRefusals | None = None):
-        host, port = listen or web_config(config).listen
+                 intake_refusals: IntakeRefusals | None = None,
+                 sock: socket.socket | None = None):
+        """SOCK: a listening socket bound before the store was opened (daemon.listeners);
+        else LISTEN (or [web] listen) is bound here. A busy port raises PortUnavailable."""
+        if sock is None:
+            sock = bind(listen or web_config(config).listen,
+                        "--listen" if listen else "[web] listen")
+        host, port = sock.getsockname()[:2]
         app = create_app(config, store=store, clock=clock, intake_refusals=intake_refusals)
-        self.server: BaseWSGIServer = make_server(host, port, app, threaded=True)
+        with sock:  # Werkzeug serves a duplicate of it; never binds (nor prints) itself
+            self.server: BaseWSGIServer = make_server(host, port, app, threaded=True,
+                                                      fd=sock.fileno())
         self._thread: threading.Thread | None = None
         # Access lines carry the form's prefill links (names, addresses): debug logging only.
         if not logging.getLogger().isEnabledFor(logging.DEBUG):
@@ -52,10 +62,12 @@ class WebServer:
 
 
 def start_web(config: Config, store: Store, clock: Clock,
-              intake_refusals: IntakeRefusals | None = None) -> WebServer | None:
+              intake_refusals: IntakeRefusals | None = None,
+              sock: socket.socket | None = None) -> WebServer | None:
     """The web server for `helpdesk run`, started; None when [web] enabled = false.
 
-    INTAKE_REFUSALS: the daemon's, so its /healthz sees its receiver's and pullers' refusals."""
+    INTAKE_REFUSALS: the daemon's, so its /healthz sees its receiver's and pullers' refusals.
+    SOCK: [web] listen, bound by `helpdesk run` before it opened the store."""
     if not web_config(config).enabled:
         return None
-    return WebServer(config, store, clock, intake_refusals=intake_refusals).start()
+    return WebServer(config, store, clock, intake_refusals=intake_refusals, sock=sock).start()

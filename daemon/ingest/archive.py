@@ -119,10 +119,10 @@ class ArchiveImport:
                      else parse_all(parsing, self.config.limits.attachment_max_bytes))
             parsed = dict(zip(ids, mails))
         except BrokenProcessPool:  # the worker died (memory?): this process parses from now
-            log.warning("the parsing process died; parsing in this process")
+            log.warning("history: the parsing process died; parsing in this process")
             self._pool, self.workers = None, 0
         except Exception:  # noqa: BLE001 - parsed again by the importer, mail by mail
-            log.exception("parsing a batch of history failed")
+            log.exception("history: parsing a batch failed")
         self.result.imported.update(self.importer.import_batch(ids, parsed) or Counter())
 
     def _worker(self) -> ProcessPoolExecutor | None:

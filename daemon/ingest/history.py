@@ -148,8 +148,8 @@ class HistoryImporter:
                 if not claimed:
                     raise
                 if len(claimed) > 1:
-                    log.exception("history batch of %d records failed; importing them one "
-                                  "by one", len(claimed))
+                    log.exception("import history: a batch of %d records failed; importing "
+                                  "them one by one", len(claimed))
                 return self._one_by_one(claimed, exc)
         return None
 
@@ -168,7 +168,7 @@ class HistoryImporter:
             session.execute(update(raw).where(raw.c.id == raw_id, raw.c.status == HISTORY)
                             .values(status="quarantined", reason=reason[:4000],
                                     processed_at=self.clock.now(), attempts=raw.c.attempts + 1))
-        log.warning("raw record %s quarantined: %s", raw_id, reason)
+        log.warning("import history: raw record %s quarantined: %s", raw_id, reason)
         return Counter(quarantined=1)
 
     def _import(self, ids: list[int] | None, claimed: list[int],
@@ -199,7 +199,7 @@ class HistoryImporter:
             if isinstance(mail, str):
                 outcomes.append(_outcome(record.id, "quarantined", None, now,
                                          record.attempts, reason=mail))
-                log.warning("raw record %s quarantined: %s", record.id, mail)
+                log.warning("import history: raw record %s quarantined: %s", record.id, mail)
             else:
                 good.append(Record(record.id, record.mailbox, record.channel, record.sha256,
                                    mail, record.filed_at))

@@ -23,6 +23,7 @@ from daemon.clock import Clock
 from daemon.config import Config
 from daemon.ingest.intake import Saved, content_key, header_message_id, save_raw
 from daemon.ingest.refusals import IntakeRefusals
+from daemon.listeners import listen_socket
 from daemon.store import Store
 
 log = logging.getLogger(__name__)
@@ -216,13 +217,6 @@ class _IntakeController(Controller):
                                        ssl=self.ssl_context)
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """Bind before the controller starts, so that port 0 reports the port it got."""
-    family, _type, _proto, _name, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    return socket.create_server(address, family=family, backlog=100)
-
-
 class Receiver:
     """A running receiver: `host`/`port` it listens on (the real port when 0 was asked)."""
 
@@ -260,13 +254,17 @@ class Receiver:
 
 def start_receiver(config: Config, store: Store, clock: Clock,
                    on_saved: Callable[[], None] | None = None, *,
-                   refusals: IntakeRefusals | None = None) -> Receiver:
+                   refusals: IntakeRefusals | None = None,
+                   sock: socket.socket | None = None) -> Receiver:
     """Listen on config.smtp_server.listen in its own thread; the caller checks `enabled`.
 
     REFUSALS: where each 451 for a message not saved is recorded (the daemon's, shared
-    with its web's /healthz); without one the receiver keeps its own."""
+    with its web's /healthz); without one the receiver keeps its own. SOCK: the socket
+    `helpdesk run` bound before it opened the store (daemon.listeners); else bound here."""
     settings = config.smtp_server
-    sock = listen_socket(*settings.listen)  # first: an address in use fails before threads
+    # Bound before the controller starts: an address in use fails before any thread, and
+    # port 0 reports the port it got.
+    sock = sock or listen_socket(*settings.listen)
     executor = ThreadPoolExecutor(max_workers=SAVE_THREADS, thread_name_prefix="smtp-intake")
     handler = IntakeHandler(config, store, clock, on_saved, executor=executor,
                             refusals=refusals)

@@ -28,6 +28,33 @@ class StoreUnavailable(Exception):
     """The database cannot be reached or written; callers answer 'try later'."""
 
 
+def database_place(url: str) -> str:
+    """Where URL points, for an operator's message: never its password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"the SQLite store {parsed.database or ':memory:'}"
+    where = f"{parsed.host or 'localhost'}" + (f":{parsed.port}" if parsed.port else "")
+    who = f" as {parsed.username}" if parsed.username else ""
+    return f"the {parsed.get_backend_name()} database {parsed.database or ''!r} at {where}{who}"
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """The driver's own reason, on one line: 'Connection refused', not its 40-frame trace."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    line = reason[0].strip() if reason else type(exc).__name__
+    # psycopg: 'connection failed: connection to server at "h", port p failed: <why>'
+    line = line.rsplit(" failed: ", 1)[-1].strip()
+    return line.removeprefix("FATAL:").strip() or type(exc).__name__
+
+
+def cannot_open(url: str, exc: BaseException) -> str:
+    """One line for a store that cannot be opened: where, why, and what to check."""
+    hint = ("" if make_url(url).get_backend_name() == "sqlite" else
+            "; is the server running and the address right? ([helpdesk] database_url, "
+            "or HELPDESK_DATABASE_URL)")
+    return f"cannot open {database_place(url)}: {unreachable_reason(exc)}{hint}"
+
+
 def _sqlite_settings(engine: Engine, autocheckpoint: int = WAL_AUTOCHECKPOINT) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection, _record):  # pragma: no cover - trivial wiring
