@@ -151,7 +151,9 @@ def test_ten_thousand_mutated_corpus_mails_through_the_pipeline(corpus_dir, make
     mutated = [mutate(rng.choice(seeds), rng) for _ in range(MUTATIONS)]
     run_pipeline(store, config, mutated)
     outcomes = assert_each_input_accounted_for(store, mutated)
-    assert outcomes["processed"] > MUTATIONS / 2, outcomes   # most stay readable mail
+    # Most stay readable (about 2% are quarantined); most keep their seed's Message-ID,
+    # so they are duplicates of its ticket.
+    assert outcomes["quarantined"] < sum(outcomes.values()) / 10, outcomes
     store.dispose()
 
 
