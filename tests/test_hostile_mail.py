@@ -75,12 +75,14 @@ def assert_each_input_accounted_for(store, raws: list[bytes]) -> Counter:
     ticket) or quarantined as unreadable with its reason; returns the outcomes counted."""
     digests = {hashlib.sha256(raw).hexdigest() for raw in raws}
     with store.transaction() as session:
-        records = {r.sha256: r for r in session.scalars(select(RawMessage))}
+        rows = list(session.scalars(select(RawMessage)))
         filed = dict(session.execute(select(Message.raw_id, Message.ticket_id)
                                      .where(Message.raw_id.is_not(None))).all())
-    assert set(records) == digests, "a record per input, and none besides"
+    records = {r.sha256: r for r in rows}
+    assert set(records) == digests and len(rows) == len(digests), \
+        "one record per input, and none besides"
     outcomes = Counter()
-    for digest, record in records.items():
+    for record in rows:
         if record.status == "processed":
             assert filed.get(record.id) is not None, (record.origin, "processed, not filed")
         elif record.status == "duplicate":
