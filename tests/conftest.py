@@ -1,8 +1,13 @@
 """Shared fixtures: a migrated store on SQLite and on PostgreSQL, configuration, time.
 
 Every test that asks for `store` runs twice, once per backend. PostgreSQL is the one at
-127.0.0.1:5432 (database `test`); without it those runs skip, except under CI=true,
-where a missing server is a failure.
+127.0.0.1:5432 (database `test`; HELPDESK_TEST_PG names another).
+
+Everything a test needs from the machine (PostgreSQL, the mail corpus, Dovecot, openssl,
+Playwright and Chromium, mounts) goes through `require`: missing, the test skips on a
+developer's machine and fails under CI=true, so a CI run can never pass with the proofs
+unrun. Skips that are part of a test's design (a PostgreSQL-only check on the SQLite run
+of a parametrized test) are plain `pytest.skip`, not prerequisites.
 """
 from __future__ import annotations
 
@@ -22,7 +27,10 @@ from daemon.store.models import Base
 pytest_plugins = ["tests.fixtures_dovecot", "tests.fixtures_smtp", "tests.fixtures_web"]
 
 PG_BASE_URL = os.environ.get("HELPDESK_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+# The corpus lives beside the project, never inside it; HELPDESK_TEST_CORPUS names another
+# place (or a missing one, to see what CI does without it).
+CORPUS = Path(os.environ.get("HELPDESK_TEST_CORPUS")
+              or Path(__file__).resolve().parents[1].parent / "shared" / "corpus")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)  # a Wednesday, inside L1 hours
 
@@ -152,8 +160,7 @@ def config(make_config, db_url):
 
 @pytest.fixture
 def corpus_dir() -> Path:
-    if not CORPUS.is_dir():  # the corpus lives beside the project, never inside it
-        pytest.skip(f"mail corpus not found at {CORPUS}")
+    require(CORPUS.is_dir() and any(CORPUS.rglob("*.eml")), f"mail corpus not found at {CORPUS}")
     return CORPUS
 
 

@@ -5,14 +5,21 @@ and headless Chromium.
 directory mirrored; `client` is its test client. `sign_in(client, email, password)` goes
 through /login like a person; `csrf_token(client)` reads the token the pages carry.
 `live_server(app)` serves an app on a free loopback port for the browser tests.
+`HttpBrowser` talks HTTP to a served app (the daemon's own web) with the standard library.
 """
 from __future__ import annotations
 
+import http.cookiejar
+import json
 import re
 import shutil
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.message import Message
 
 import pytest
 from werkzeug.serving import make_server
@@ -103,11 +110,58 @@ def live_server() -> Iterator:
         thread.join(timeout=10)
 
 
+@dataclass
+class HttpAnswer:
+    status_code: int
+    headers: Message
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class _KeepRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *_args, **_kwargs):
+        return None   # the 3xx itself is the answer: a test asks where it points
+
+
+class HttpBrowser:
+    """Cookies kept, redirects not followed, every status an answer (not an exception)."""
+
+    def __init__(self, timeout: float = 30):
+        self.timeout = timeout
+        self.cookies = http.cookiejar.CookieJar()
+        self._opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.cookies), _KeepRedirects())
+
+    def get(self, url: str) -> HttpAnswer:
+        return self._open(urllib.request.Request(url))
+
+    def post(self, url: str, data: dict) -> HttpAnswer:
+        body = urllib.parse.urlencode(data).encode()
+        return self._open(urllib.request.Request(url, data=body, method="POST"))
+
+    def _open(self, request: urllib.request.Request) -> HttpAnswer:
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return HttpAnswer(response.status, response.headers, response.read())
+        except urllib.error.HTTPError as answer:
+            with answer:
+                return HttpAnswer(answer.code, answer.headers, answer.read())
+
+
 @pytest.fixture(scope="session")
 def chromium():
     """Headless Debian Chromium driven by Playwright (skipped here without it, fails under CI)."""
     require(shutil.which("chromium") is not None, "chromium is not installed")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    try:
+        from playwright import sync_api
+    except ImportError as missing:
+        require(False, f"Playwright is not importable ({missing}): pip install -e '.[test]'")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=shutil.which("chromium") or CHROMIUM,
                                              headless=True, args=CHROMIUM_ARGS)

@@ -2,9 +2,11 @@
 
 Sign in, filter, bulk-assign; then open a ticket whose HTML mail is full of script
 payloads and prove none of them runs: every payload would call alert() (a dialog), set
-a flag on the window, or fetch from a "beacon" server on loopback, and none of that
-happens — not even with the sanitiser switched off, because the mail is shown in a
-sandboxed frame. The same beacon proves remote images wait for "show images".
+a flag on its window (read inside the mail's frame, where a payload would run), or fetch
+from a "beacon" server on loopback, and none of that happens — not even with the
+sanitiser switched off, because the mail is shown in a sandboxed frame. A control frame
+without sandbox or policy, given the same payloads, shows the flag is set where it is
+read. The same beacon proves remote images wait for "show images".
 
 Set HELPDESK_SCREENSHOTS=docs/screenshots to refresh the README's pictures of the list.
 """
@@ -202,27 +204,58 @@ def test_even_unsanitised_html_runs_nothing_in_its_sandbox(site, page, store, be
     assert_nothing_ran(page, beacon, dialogs, sanitised=False)
 
 
+MAIL_FRAME = "iframe[srcdoc]"   # found whatever its sandbox says; that is asserted apart
+
+
 def mail_frame(page):
-    page.wait_for_selector("iframe[sandbox='']")
-    frame = page.frame_locator("iframe[sandbox='']").first
+    page.wait_for_selector(MAIL_FRAME)
+    frame = page.frame_locator(MAIL_FRAME).first
     frame.locator("body p").first.wait_for()
     return frame
+
+
+def pwned(frame) -> object:
+    """The flag a payload that ran would have set on its own window (None: not set)."""
+    return frame.evaluate("() => window.__pwned ?? null")
 
 
 def assert_nothing_ran(page, beacon, dialogs, *, sanitised: bool) -> None:
     frame = mail_frame(page)
     assert frame.locator("b").inner_text() == "drukarka"   # the mail itself is shown
-    assert page.locator("iframe[sandbox='']").first.get_attribute("sandbox") == ""
+    window = page.locator(MAIL_FRAME).first.element_handle().content_frame()
+    window.wait_for_load_state("load")   # after its scripts, and its images' errors
+    assert pwned(window) is None         # where the payloads would have run
     if not sanitised:   # the sanitiser leaves neither the link's href nor the form
         frame.locator("#js-link").click()
         frame.locator("#form-button").click()
     frame.locator("p").first.click()
     page.wait_for_timeout(800)   # time for anything scheduled to fire
+    assert pwned(window) is None and pwned(page.main_frame) is None
     assert dialogs == []
-    assert page.evaluate("() => window.__pwned") is None
     assert "pwned" not in page.title()
     assert [hit for hit in beacon.hits if hit.startswith("/ran/")] == []
     assert beacon.hits == []   # the remote picture waits too (the frame's own CSP says so)
+    assert page.locator(MAIL_FRAME).first.get_attribute("sandbox") == ""
+
+
+def test_the_probe_sees_a_payload_that_runs_in_a_frame(chromium, beacon):
+    """The control: the same payloads in a frame with no sandbox and no policy run, and
+    set the flag inside that frame, not on the page around it (where a probe would miss it)."""
+    from html import escape
+    context = chromium.new_context()
+    page = context.new_page()
+    seen: list[str] = []
+    page.on("dialog", lambda dialog: (seen.append(dialog.message), dialog.dismiss()))
+    try:
+        page.set_content(f'<iframe id="control" srcdoc="{escape(hostile_html(beacon.url))}">'
+                         "</iframe>")
+        window = page.locator("#control").element_handle().content_frame()
+        window.wait_for_load_state("load")
+        assert pwned(window) in ("script", "onerror")
+        assert pwned(page.main_frame) is None
+        assert "script" in seen
+    finally:
+        context.close()
 
 
 def test_remote_images_load_only_after_show_images(site, page, store, beacon):

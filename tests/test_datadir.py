@@ -1,8 +1,9 @@
 """A read-only or full data folder at start: a clear error, a non-zero exit, no store written.
 
 The real conditions (a read-only bind mount, a full tmpfs) need mounts, done inside
-`unshare -m` so nothing leaks to the machine; where that is forbidden they skip. The
-variants through a blocked path and the free-space threshold always run.
+`unshare -m` so nothing leaks to the machine; where that is forbidden they skip, except
+under CI=true (CI runs as root, where `unshare -m` works), where they fail. The variants
+through a blocked path and the free-space threshold always run.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from daemon.cli import main
-from tests.conftest import BASE_CONFIG, merge
+from tests.conftest import BASE_CONFIG, merge, require
 from tests.tomlwrite import write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +40,7 @@ def _mounts_allowed() -> bool:
 
 def run_in_namespace(setup: str, config: Path, command: str) -> subprocess.CompletedProcess:
     """SETUP (shell, as root in a private mount namespace), then `helpdesk COMMAND` there."""
-    if not _mounts_allowed():
-        pytest.skip("mounts are not permitted here (unshare -m / mount failed)")
+    require(_mounts_allowed(), "mounts are not permitted here (unshare -m / mount failed)")
     helpdesk = f"{sys.executable} -m daemon.cli --config {config} {command}"
     return subprocess.run(["unshare", "-m", "sh", "-ec", f"{setup}\n{helpdesk}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False)

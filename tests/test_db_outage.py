@@ -20,12 +20,11 @@ import threading
 from collections import Counter
 
 import pytest
-import requests
 from sqlalchemy import select
 
 from daemon.store import Store
 from daemon.store.models import Message, RawMessage
-from tests.fixtures_web import COORDINATOR, PASSWORD
+from tests.fixtures_web import COORDINATOR, PASSWORD, HttpBrowser
 from tests.mailfactory import make_mail
 from tests.test_daemon import ROOT, free_port, helpdesk, listening, wait_until
 from tests.tomlwrite import write_config
@@ -153,11 +152,11 @@ def test_database_gone_mail_waits_at_its_source_and_flows_once_when_it_returns(
         imap_account.append(make_mail(sender="ola@bursztyn.pl", message_id="<imap-before@bursztyn.pl>"))
         wait_until(lambda: set(filed(store)) == {"before@bursztyn.pl", "imap-before@bursztyn.pl"},
                    timeout=30, what="the first two mails filed")
-        browser = requests.Session()
+        browser = HttpBrowser()
         page = browser.get(f"{web}/login").text
         token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
         signed_in = browser.post(f"{web}/login", data={"email": COORDINATOR, "password": PASSWORD,
-                                                       "csrf_token": token}, allow_redirects=False)
+                                                       "csrf_token": token})
         assert signed_in.status_code == 302
         assert browser.get(f"{web}/tickets").status_code == 200
 

@@ -92,8 +92,9 @@ def test_forget_anonymises_closed_tickets_and_skips_open_ones(site):
         ticket = session.scalar(select(Ticket).where(Ticket.number == "JAN-1"))
         assert ticket.requester_email.endswith("@invalid") and ticket.requester_name == ""
         assert ticket.messages[0].attachments[0].filename.endswith(".jpg")
-        assert all(r == b"" for r in session.scalars(select(RawBody.data).join(RawMessage)
-                                                     .where(RawMessage.ticket_id == ticket.id)))
+        kept = list(session.scalars(select(RawBody.data).join(RawMessage)
+                                    .where(RawMessage.ticket_id == ticket.id)))
+        assert kept and all(data == b"" for data in kept)   # the records stay, blanked
         [erased] = session.scalars(select(Event).where(Event.ticket_id == ticket.id,
                                                        Event.action == ERASED_ACTION))
         assert JAN not in json.dumps(erased.detail) and erased.detail["changes"]["requester"]

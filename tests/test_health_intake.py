@@ -7,9 +7,10 @@ stayed on the server, the web form answered 503) makes /healthz name "intake" fo
 
 The faults are real: a full tmpfs and a read-only bind mount over the data folder, made
 in a private mount namespace (the test runs itself again inside `unshare -m`, so the
-machine never sees the mount; where mounts are forbidden it skips), and PostgreSQL cut
-off by a TCP proxy. Mail goes to the real receiver, the real puller on Dovecot and the
-real form; the clock is one the test steps, so "the window passed" is exact.
+machine never sees the mount; where mounts are forbidden it skips, and fails under
+CI=true), and PostgreSQL cut off by a TCP proxy. Mail goes to the real receiver, the
+real puller on Dovecot and the real form; the clock is one the test steps, so "the
+window passed" is exact.
 """
 from __future__ import annotations
 
@@ -25,12 +26,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-import requests
 
 from daemon import config as config_module
 from daemon.store import Store
 from daemon.store.migrate import upgrade
-from tests.conftest import BASE_CONFIG, NOW, merge
+from tests.conftest import BASE_CONFIG, NOW, merge, require
+from tests.fixtures_web import HttpBrowser
 from tests.mailfactory import make_mail
 from tests.test_daemon import ROOT, free_port, helpdesk, listening, wait_until
 from tests.test_db_outage import pg_proxy  # noqa: F401 - a fixture
@@ -59,8 +60,7 @@ def in_private_mount(request, folder: Path, setup: str) -> Path | None:
     """
     if os.environ.get(PRIVATE_MOUNT):
         return Path(os.environ[PRIVATE_MOUNT])
-    if not _mounts_allowed():
-        pytest.skip("mounts are not permitted here (unshare -m / mount failed)")
+    require(_mounts_allowed(), "mounts are not permitted here (unshare -m / mount failed)")
     folder.mkdir(parents=True, exist_ok=True)
     script = (setup.format(folder=shlex.quote(str(folder))) + "\n"
               f"exec {shlex.quote(sys.executable)} -m pytest -q -rs -p no:cacheprovider "
@@ -69,8 +69,8 @@ def in_private_mount(request, folder: Path, setup: str) -> Path | None:
                            capture_output=True, timeout=240,
                            env={**os.environ, PRIVATE_MOUNT: str(folder)})
     output = inner.stdout[-8000:] + inner.stderr[-4000:]
-    if inner.returncode == 0 and " skipped" in inner.stdout and " passed" not in inner.stdout:
-        pytest.skip(f"skipped inside the mount namespace:\n{output}")
+    skipped = inner.returncode == 0 and " skipped" in inner.stdout and " passed" not in inner.stdout
+    require(not skipped, f"skipped inside the mount namespace:\n{output}")
     assert inner.returncode == 0 and " passed" in inner.stdout, output
     return None
 
@@ -365,16 +365,17 @@ def test_helpdesk_run_names_intake_on_its_own_healthz_after_its_receiver_refused
     web = f"http://127.0.0.1:{web_port}"
     try:
         wait_until(lambda: listening(smtp_port) and listening(web_port), what="receiver and web")
-        assert requests.get(f"{web}/healthz", timeout=30).status_code == 200
+        browser = HttpBrowser()
+        assert browser.get(f"{web}/healthz").status_code == 200
         proxy.down()
         desk = Intake(StepClock(), smtp_port, False, None)
         assert desk.deliver(make_mail(message_id="<cut@bursztyn.pl>")) == 451
         proxy.up()
-        response = requests.get(f"{web}/healthz", timeout=30)
+        response = browser.get(f"{web}/healthz")
         assert response.status_code == 503, response.text
         assert response.json()["failing"] == ["intake"]
         assert response.json()["intake"]["refusals"]["smtp"] == 1
-        samples = parse_exposition(requests.get(f"{web}/metrics", timeout=30).text)
+        samples = parse_exposition(browser.get(f"{web}/metrics").text)
         assert samples[("helpdesk_intake_refusals_total",
                         frozenset({("channel", "smtp")}))] == 1
     finally:

@@ -422,7 +422,8 @@ def test_an_import_killed_midway_is_completed_by_the_next_run_and_nothing_is_twi
     assert messages == len(on) == len(facts)
     assert statuses == {"processed": len(facts)}
     assert tickets_ == sum(f["new"] for f in facts) and outbox == 0
-    assert all(on[f["message_id"]] == on[f["parent"]] for f in facts if f["parent"])
+    replies = [f for f in facts if f["parent"]]
+    assert replies and all(on[f["message_id"]] == on[f["parent"]] for f in replies)
 
 
 # ------------------------------------------------------------------ reports

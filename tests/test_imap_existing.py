@@ -4,6 +4,8 @@ real Dovecot, on SQLite and on PostgreSQL (issue 20, point 3).
 "archive" (the default) imports the mail there as history and takes only unseen mail
 younger than `existing_unseen_live` as new; "process" takes it all as new; "skip" starts
 after it and never touches it. A changed UIDVALIDITY reads the folder again as history.
+The mailbox holds what a real one does: old conversations read and answered (\\Seen and
+\\Answered, old Date and INTERNALDATE), whose flags the helpdesk adds to, never replaces.
 """
 from __future__ import annotations
 
@@ -21,24 +23,25 @@ from daemon.store.models import MailboxCursor, OutboxMail, RawMessage, Ticket
 from tests.conftest import NOW
 from tests.mailfactory import make_mail
 
-SEEN, DONE = b"\\Seen", {b"\\Seen", b"$Helpdesk"}
+SEEN, ANSWERED, DONE = b"\\Seen", b"\\Answered", {b"\\Seen", b"$Helpdesk"}
 OLD = datetime(2024, 3, 1, 9, 15, tzinfo=timezone.utc)
 YOUNG = NOW - timedelta(days=1)   # younger than the default 3 days
 
 
 def dated(message_id: str, moment: datetime, subject: str = "Drukarka nie drukuje",
-          sender: str = "jan.nowak@bursztyn.pl") -> bytes:
-    raw = make_mail(message_id=f"<{message_id}>", subject=subject, sender=sender)
+          sender: str = "jan.nowak@bursztyn.pl", **headers) -> bytes:
+    raw = make_mail(message_id=f"<{message_id}>", subject=subject, sender=sender, **headers)
     old_date = b"Date: Wed, 25 Nov 2026 10:00:00 +0000"
     assert old_date in raw
     return raw.replace(old_date, moment.strftime("Date: %a, %d %b %Y %H:%M:%S +0000").encode())
 
 
 def put(account, raw: bytes, arrived: datetime, *, seen: bool = False,
-        folder: str = "INBOX") -> None:
+        answered: bool = False, folder: str = "INBOX") -> None:
     """APPEND with the server's arrival time (INTERNALDATE) and flags."""
+    flags = (SEEN,) * seen + (ANSWERED,) * answered
     with account.connect() as client:
-        client.append(folder, raw, flags=(SEEN,) if seen else (), msg_time=arrived)
+        client.append(folder, raw, flags=flags, msg_time=arrived)
 
 
 @pytest.fixture
@@ -118,6 +121,42 @@ def test_archive_imports_the_old_mail_and_takes_unseen_young_mail_as_new(
     assert ["f@bursztyn.pl"] in acknowledged(store)
 
 
+def test_old_answered_conversations_are_history_and_keep_their_flags(
+        store, imap_account, puller_for, caplog):
+    """A mailbox someone has worked in for years: each conversation read and answered."""
+    later = OLD + timedelta(days=2)
+    put(imap_account, dated("kasa@b.pl", OLD, subject="Kasa nr 3 nie drukuje",
+                            sender="a@bursztyn.pl"), OLD, seen=True, answered=True)
+    put(imap_account, dated("kasa-re@b.pl", later, subject="Re: Kasa nr 3 nie drukuje",
+                            sender="a@bursztyn.pl", in_reply_to="<kasa@b.pl>",
+                            references="<kasa@b.pl>"), later, seen=True, answered=True)
+    # Answered yesterday, so young by both dates: still history, somebody answered it.
+    put(imap_account, dated("waga@b.pl", YOUNG, subject="Waga", sender="b@bursztyn.pl"),
+        YOUNG, seen=True, answered=True)
+    put(imap_account, dated("nowe@b.pl", YOUNG, subject="Terminal", sender="c@bursztyn.pl"),
+        YOUNG)   # arrived yesterday, unread: nobody has answered it
+    config, puller = puller_for()   # existing_mail = "archive", the default
+
+    with caplog.at_level(logging.INFO, logger="daemon.ingest.imap"):
+        assert puller.poll_once() == 4
+    process(config, store)
+
+    found = tickets(store)
+    assert set(found) == {"kasa@b.pl", "waga@b.pl", "nowe@b.pl"}   # the reply threads
+    kasa, waga = found["kasa@b.pl"], found["waga@b.pl"]
+    assert kasa.imported and kasa.status == "closed" and kasa.message_count == 2
+    assert (kasa.created_at, kasa.first_response_due) == (OLD, None)
+    assert waga.imported and waga.status == "closed" and waga.created_at == YOUNG
+    assert not found["nowe@b.pl"].imported and found["nowe@b.pl"].status == "new"
+    assert acknowledged(store) == [["c@bursztyn.pl"]]   # nobody answered twice
+    assert statuses(store) == {"processed": 4}
+    assert "3 archived as history, 1 taken as new" in caplog.text
+    # Marked as taken, and still marked answered: the flags are added to, never replaced.
+    answered_done = DONE | {ANSWERED}
+    assert imap_account.flags() == {1: answered_done, 2: answered_done, 3: answered_done,
+                                    4: DONE}
+
+
 def test_process_takes_the_mail_already_there_as_new_mail(store, imap_account, puller_for,
                                                           caplog):
     put(imap_account, dated("p1@b.pl", OLD, sender="a@bursztyn.pl"), OLD, seen=True)
@@ -136,7 +175,7 @@ def test_process_takes_the_mail_already_there_as_new_mail(store, imap_account, p
 def test_skip_starts_after_the_mail_there_and_never_marks_it(store, imap_account, puller_for,
                                                              caplog):
     put(imap_account, dated("s1@b.pl", OLD), OLD)
-    put(imap_account, dated("s2@b.pl", OLD), OLD, seen=True)
+    put(imap_account, dated("s2@b.pl", OLD), OLD, seen=True, answered=True)
     config, puller = puller_for(existing_mail="skip")
 
     with caplog.at_level(logging.INFO, logger="daemon.ingest.imap"):
@@ -152,7 +191,7 @@ def test_skip_starts_after_the_mail_there_and_never_marks_it(store, imap_account
     process(config, store)
 
     assert list(tickets(store)) == ["s3@b.pl"] and acknowledged(store) == [["nowy@bursztyn.pl"]]
-    assert imap_account.flags() == {1: set(), 2: {SEEN}, 3: DONE}
+    assert imap_account.flags() == {1: set(), 2: {SEEN, ANSWERED}, 3: DONE}
 
 
 def test_a_first_connection_stopped_halfway_goes_on_under_the_same_rule(

@@ -67,8 +67,8 @@ def test_sigkill_while_pulling_loses_nothing_and_duplicates_nothing(imap_account
         wait_until(lambda: count(reader) == MESSAGES and
                    count(reader, RawMessage.status == "pending") == 0, timeout=180,
                    what="every message pulled and processed")
-        wait_until(lambda: all(b"$Helpdesk" in f for f in imap_account.flags().values()),
-                   timeout=60, what="every message flagged on the server")
+        wait_until(lambda: [b"$Helpdesk" in f for f in imap_account.flags().values()]
+                   == [True] * MESSAGES, timeout=60, what="every message flagged on the server")
     finally:
         assert stop_daemon(process, tmp_path / "final.log") == 0, \
             (tmp_path / "final.log").read_text(errors="replace")[-3000:]
