@@ -19,7 +19,7 @@ import pytest
 
 from daemon.cli import build_parser, cmd_run
 from daemon.service import THREAD_JOIN_SECONDS
-from tests.conftest import BASE_CONFIG, merge
+from tests.conftest import BASE_CONFIG, merge, require
 from tests.test_daemon import ROOT, free_port, listening, wait_until
 from tests.tomlwrite import write_config
 
@@ -75,11 +75,9 @@ def test_the_units_command_is_the_packages_run():
 
 def test_the_unit_passes_systemd_analyze_verify(tmp_path):
     analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed (Debian: apt-get install systemd)")
+    require(analyze is not None, "systemd-analyze is not installed (Debian: apt-get install systemd)")
     installed = Path(sys.executable).with_name("helpdesk")
-    if not installed.exists():
-        pytest.skip(f"the helpdesk command is not installed beside {sys.executable}")
+    require(installed.exists(), f"the helpdesk command is not installed beside {sys.executable}")
     # verify wants ExecStart's program to exist: the one this Python installed stands in
     # for /opt/helpdesk/bin/helpdesk; nothing else of the unit is changed.
     executable = read_unit()["Service"]["ExecStart"].split()[0]
@@ -173,8 +171,8 @@ def test_nginx_in_front_carries_the_form_over_tls_and_the_web_believes_it(tmp_pa
     Flask-WTF refuses it on https only, so X-Forwarded-Proto reached it and was believed."""
     nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()),
                                           None)
-    if nginx is None or shutil.which("openssl") is None:
-        pytest.skip("nginx or openssl is not installed (Debian: apt-get install nginx)")
+    require(nginx is not None and shutil.which("openssl") is not None,
+            "nginx or openssl is not installed (Debian: apt-get install nginx)")
     tls_port, http_port, web_port = free_port(), free_port(), free_port()
     doc = merge(BASE_CONFIG, {"web": {"listen": f"127.0.0.1:{web_port}", "proxies": 1}})
     doc["helpdesk"] = {**doc["helpdesk"], "web_url": "https://helpdesk.jantar.pl",
