@@ -135,26 +135,31 @@ def test_old_answered_conversations_are_history_and_keep_their_flags(
         YOUNG, seen=True, answered=True)
     put(imap_account, dated("nowe@b.pl", YOUNG, subject="Terminal", sender="c@bursztyn.pl"),
         YOUNG)   # arrived yesterday, unread: nobody has answered it
+    # Answered from a phone's preview without being opened (\Answered, not \Seen):
+    # somebody answered it, so it is history too.
+    put(imap_account, dated("skaner@b.pl", YOUNG, subject="Skaner", sender="d@bursztyn.pl"),
+        YOUNG, answered=True)
     config, puller = puller_for()   # existing_mail = "archive", the default
 
     with caplog.at_level(logging.INFO, logger="daemon.ingest.imap"):
-        assert puller.poll_once() == 4
+        assert puller.poll_once() == 5
     process(config, store)
 
     found = tickets(store)
-    assert set(found) == {"kasa@b.pl", "waga@b.pl", "nowe@b.pl"}   # the reply threads
+    assert set(found) == {"kasa@b.pl", "waga@b.pl", "nowe@b.pl", "skaner@b.pl"}  # reply threads
+    assert found["skaner@b.pl"].imported and found["skaner@b.pl"].status == "closed"
     kasa, waga = found["kasa@b.pl"], found["waga@b.pl"]
     assert kasa.imported and kasa.status == "closed" and kasa.message_count == 2
     assert (kasa.created_at, kasa.first_response_due) == (OLD, None)
     assert waga.imported and waga.status == "closed" and waga.created_at == YOUNG
     assert not found["nowe@b.pl"].imported and found["nowe@b.pl"].status == "new"
     assert acknowledged(store) == [["c@bursztyn.pl"]]   # nobody answered twice
-    assert statuses(store) == {"processed": 4}
-    assert "3 archived as history, 1 taken as new" in caplog.text
+    assert statuses(store) == {"processed": 5}
+    assert "4 archived as history, 1 taken as new" in caplog.text
     # Marked as taken, and still marked answered: the flags are added to, never replaced.
     answered_done = DONE | {ANSWERED}
     assert imap_account.flags() == {1: answered_done, 2: answered_done, 3: answered_done,
-                                    4: DONE}
+                                    4: DONE, 5: answered_done}
 
 
 def test_process_takes_the_mail_already_there_as_new_mail(store, imap_account, puller_for,

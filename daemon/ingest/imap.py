@@ -54,7 +54,7 @@ from daemon.store.models import MailboxCursor
 log = logging.getLogger(__name__)
 
 HELPDESK_KEYWORD = b"$Helpdesk"
-SEEN, DELETED = b"\\Seen", b"\\Deleted"
+SEEN, ANSWERED, DELETED = b"\\Seen", b"\\Answered", b"\\Deleted"
 BATCH_MESSAGES = 50
 BATCH_BYTES = 32 * 1024 * 1024      # a batch's bodies are held in memory at once
 MARK_CHUNK = 500                    # UIDs per STORE/MOVE command line
@@ -441,8 +441,9 @@ class ImapPuller:
         return plan
 
     def _archive_plan(self, client: IMAPClient, uids: list[int]) -> dict[int, Existing]:
-        """History, but unseen mail younger than existing_unseen_live is new mail: nobody
-        has answered it yet, and it must not vanish into a closed ticket."""
+        """History, but unseen, unanswered mail younger than existing_unseen_live is new
+        mail: nobody has answered it yet, and it must not vanish into a closed ticket.
+        (\\Answered without \\Seen: answered from a preview, unopened. Somebody did.)"""
         now = self.clock.now()
         young_since = now - self.mailbox.existing_unseen_live
         plan, candidates = {}, []
@@ -450,7 +451,9 @@ class ImapPuller:
             for uid, data in client.fetch(chunk, [b"FLAGS", b"INTERNALDATE"]).items():
                 arrived = _aware(data.get(b"INTERNALDATE"))
                 plan[uid] = Existing(HISTORY, history_envelope(arrived, imap_uid=uid))
-                if SEEN not in data.get(b"FLAGS", ()) and arrived and arrived >= young_since:
+                flags = data.get(b"FLAGS", ())
+                if SEEN not in flags and ANSWERED not in flags and arrived \
+                        and arrived >= young_since:
                     candidates.append(uid)
         for uid, dated in self._dates(client, candidates).items():
             # The mail's own Date must say young too: mail copied onto a server lately
