@@ -160,6 +160,24 @@ def test_coordinator_assigns_by_answering_the_notice(helpdesk):
     assert {"assigned", "command"} <= {e.action for e in ticket.events}
 
 
+def test_coordinator_notice_names_the_channel_and_priority_in_words(helpdesk):
+    _, sent = new_ticket(helpdesk)
+    lines = text_of(one_to(sent, COORDINATOR).message).splitlines()
+    assert "Kanał:        e-mail (sklep@jantar.pl)" in lines
+    assert "Poziom:       L1, priorytet: normalny" in lines
+
+
+def test_assignment_notice_gives_each_fact_a_line_of_its_own(helpdesk):
+    """Issue 21: 'priorytet: normalPierwsza odpowiedź do: … CETRozwiązanie do: …'."""
+    _, notice = assigned_ticket(helpdesk)
+    lines = text_of(notice).splitlines()
+    assert "Poziom:       L1, priorytet: normalny" in lines
+    date = r"\d{1,2}\.\d{2}\.\d{4}, \d{2}:\d{2} CES?T"     # 25.11.2026, 15:00 CET
+    assert [line for line in lines if re.fullmatch(rf"Pierwsza odpowiedź do: {date}", line)]
+    assert [line for line in lines if re.fullmatch(rf"Rozwiązanie do: +{date}", line)]
+    assert "Temat:        Drukarka fiskalna nie drukuje" in lines
+
+
 # -- no answer to machines ------------------------------------------------------------------
 @pytest.mark.parametrize("headers, sender, subject", [
     ({"Auto-Submitted": "auto-replied"}, CUSTOMER, "Re: problem"),
