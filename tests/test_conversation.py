@@ -30,6 +30,7 @@ from tests.mailfactory import make_mail
 CUSTOMER = "jan.nowak@bursztyn.pl"
 ANNA = "anna.kowalska@jantar.pl"
 COORDINATOR = "koordynator@jantar.pl"
+PIOTR = "piotr.nowak@jantar.pl"  # L2
 
 
 class Helpdesk:
@@ -288,6 +289,41 @@ def test_customer_reply_reaches_the_assignee_and_a_plain_reply_continues(helpdes
     # Anna answers the forward in her client: it reaches the customer again.
     sent = helpdesk.mail(technician_reply(forward, "Dziękuję, naprawione."))
     assert "Dziękuję, naprawione." in text_of(one_to(sent, CUSTOMER).message)
+
+
+def test_forwards_thread_under_the_notice_and_answering_one_proves_the_technician(helpdesk):
+    """Issue 21 item 4: the forward named no earlier mail, so Anna's client showed it apart."""
+    number, notice = assigned_ticket(helpdesk)
+    sent = helpdesk.mail(make_mail(subject=f"Re: [#{number}] Drukarka", body="Kasa 3 też."))
+    first = one_to(sent, ANNA).message
+    assert first["In-Reply-To"] == notice["Message-ID"]
+    assert first["References"].split() == [notice["Message-ID"]]
+    sent = helpdesk.mail(make_mail(subject=f"Re: [#{number}] Drukarka", body="I kasa 4."))
+    second = one_to(sent, ANNA).message
+    assert second["In-Reply-To"] == first["Message-ID"]
+    assert second["References"].split() == [notice["Message-ID"], first["Message-ID"]]
+    # Anna answers the second forward as her client writes it: that is her proof.
+    answer = make_mail(sender=f"Anna Kowalska <{ANNA}>", subject=f"Re: {second['Subject']}",
+                       in_reply_to=second["Message-ID"],
+                       references=f"{second['References']} {second['Message-ID']}",
+                       body="Sprawdzę obie kasy jutro rano.")
+    sent = helpdesk.mail(answer)
+    assert "Sprawdzę obie kasy" in text_of(one_to(sent, CUSTOMER).message)
+    ticket = helpdesk.ticket(number)
+    assert [m.kind for m in ticket.messages if m.direction == "in"][-1] == "technician"
+    assert not ticket.held
+
+
+def test_staff_notices_follow_the_last_mail_to_the_same_person(helpdesk):
+    number, notice = assigned_ticket(helpdesk)
+    sent = helpdesk.mail(technician_reply(notice, "#tier L2"))
+    handover = one_to(sent, PIOTR).message
+    assert handover["In-Reply-To"] is None        # the first mail Piotr gets about the ticket
+    sent = helpdesk.mail(mailfactory.technician_reply(helpdesk.store, number, COORDINATOR,
+                                                      "#assign Piotr"))
+    assigned = one_to(sent, PIOTR).message
+    assert assigned["In-Reply-To"] == handover["Message-ID"]
+    assert assigned["References"].split() == [handover["Message-ID"]]
 
 
 def test_large_customer_files_reach_the_technician_as_links(helpdesk_factory):
