@@ -19,7 +19,7 @@ from daemon.outbound.follow_up import follow_up
 from daemon.outbound.outbox import OutgoingAttachment, deliverable, enqueue
 from daemon.outbound.render import render_mail
 from daemon.rules.commands import HELP, Command, parse_commands
-from daemon.rules.quotes import REPLY_ABOVE, strip_quoted
+from daemon.rules.quotes import REPLY_ABOVE, strip_quoted, strip_signature
 from daemon.parse import ParsedMail
 from daemon.rules.routing import route_new_ticket
 from daemon.ratings import rating_links
@@ -475,10 +475,13 @@ def _technician_mail(intake) -> None:
     if parsed.errors:
         _reject_commands(intake, parsed.errors)
         return
+    # The relay is signed by us (name, helpdesk, ticket): the technician's own signature
+    # would sign it twice, and give the customer the direct line the mailbox stands for.
+    body = strip_signature(parsed.body, config.language)
     if parsed.has("internal"):
         intake.message.kind = "internal"
-    elif parsed.body.strip():
-        _relay_to_customer(intake, parsed.body)  # before #resolve, so the answer comes first
+    elif body.strip():
+        _relay_to_customer(intake, body)  # before #resolve, so the answer comes first
     for command in parsed.commands:
         apply_command(session, config, ticket, command, actor=mail.from_email, now=now)
 
