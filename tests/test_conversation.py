@@ -7,8 +7,10 @@ messages actually delivered, headers included.
 from __future__ import annotations
 
 import dataclasses
+import email.policy
 import re
 from datetime import timedelta
+from email.parser import BytesHeaderParser
 from email.utils import parseaddr
 
 import pytest
@@ -39,15 +41,30 @@ class Helpdesk:
     def __init__(self, config, store, sink):
         self.config, self.store, self.sink = config, store, sink
         self.now = NOW
+        self.staff = {t.email.lower() for t in config.technicians}
         self.receiver = start_receiver(config, store, Clock(start=self.now))
 
     def advance(self, **delta) -> None:
         self.now += timedelta(**delta)
 
-    def mail(self, raw: bytes, to: str = "sklep@jantar.pl") -> list:
-        """Deliver RAW to the helpdesk; return the mails it sent in response."""
+    def mail(self, raw: bytes, to: str = "sklep@jantar.pl", *, unproven: bool = False) -> list:
+        """Deliver RAW to the helpdesk as its writer's server would, the envelope sender its
+        From address; return the mails the helpdesk sent in response.
+
+        Staff mail goes the way production accepts it: answering mail we sent (In-Reply-To,
+        References) or vouched for by a receiving server (Authentication-Results). A test of
+        a path production refuses sends a bare staff mail on purpose, with UNPROVEN.
+        """
+        headers = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
+        sender = parseaddr(str(headers.get("From", "")))[1]
+        if sender.lower() in self.staff and not unproven:
+            proof = [h for h in ("In-Reply-To", "References", "Authentication-Results")
+                     if headers.get(h)]
+            assert proof, (f"staff mail from {sender} proves nothing: answer the notice "
+                           "(mailfactory.technician_reply) or pass unproven=True")
         before = len(self.sink.messages)
-        send_mail(self.receiver.port, raw, rcpt_tos=[to], mail_from="sender@example.org")
+        send_mail(self.receiver.port, raw, rcpt_tos=[to],
+                  mail_from=sender if "@" in sender else "sender@example.org")
         clock = Clock(start=self.now)
         Pipeline(self.config, self.store, clock).process_pending()
         send_pending(self.config, self.store, clock)
@@ -111,6 +128,27 @@ def new_ticket(helpdesk, **kwargs) -> tuple[str, list]:
     sent = helpdesk.mail(make_mail(**kwargs))
     ack = one_to(sent, kwargs.get("sender", CUSTOMER))
     return number_in(ack.message["Subject"]), sent
+
+
+# -- the harness itself ---------------------------------------------------------------------------
+def test_the_harness_sends_staff_mail_as_production_receives_it(helpdesk):
+    """Issue 21 item 20: every staff mail went with the envelope sender@example.org and
+    nothing but a staff From. Now each goes as its writer's server sends it and answers
+    our notice; a bare staff mail is refused by the harness unless a test means it."""
+    number, notice = assigned_ticket(helpdesk)              # the coordinator answers a notice
+    helpdesk.mail(technician_reply(notice, "Proszę zrestartować drukarkę."))
+    with helpdesk.store.transaction() as session:
+        records = list(session.scalars(select(RawMessage).order_by(RawMessage.id)))
+        envelopes = [r.envelope["mail_from"] for r in records]
+    assert envelopes == [CUSTOMER, COORDINATOR, ANNA]
+    kinds = [m.kind for m in helpdesk.ticket(number).messages if m.direction == "in"]
+    assert kinds == ["customer", "technician", "technician"]  # both proven, nothing held
+    bare = make_mail(sender=ANNA, subject=f"Re: [#{number}] Drukarka", body="#resolve")
+    with pytest.raises(AssertionError, match="proves nothing"):
+        helpdesk.mail(bare)
+    helpdesk.mail(bare, unproven=True)                     # the path production refuses
+    ticket = helpdesk.ticket(number)
+    assert ticket.held and ticket.status == "open"
 
 
 # -- acknowledgement --------------------------------------------------------------------------
