@@ -31,14 +31,19 @@ PROBE_LINES, PROBE_WIDTH = 300, 200
 SIGNATURE_LINES = 8
 SIGNATURE_DELIMITER_LINES = 15   # "-- " is unambiguous: a longer block below it still counts
 
-_POLISH_ATTRIBUTION = re.compile(
-    r"^\s*(?:W dniu|Dnia) .{4,200}(?:napisał|napisała|napisał\(a\)|pisze)\s*:?\s*$",
-    re.IGNORECASE)
-_POLISH_FROM = re.compile(r"^\s*\**Od\s*:", re.IGNORECASE)              # Outlook in Polish
-_POLISH_SENT = re.compile(r"^\s*\**(?:Wysłano|Data)\s*:", re.IGNORECASE)
-# A label between dashes, in any language ("-----Original Message-----", "----------
-# Forwarded message ---------", "-----Message d'origine-----"), or Outlook's rule.
-_SEPARATOR = re.compile(r"^\s*(?:-{4,}\s*[^\W\d_][^-]{2,60}?\s*-{4,}|_{10,})\s*$")
+# Our own headers, one pattern over the whole text: the Polish clients' attributions, which
+# the library's Polish entry lacks ("W dniu … pisze:", Thunderbird), Outlook's "Od:" above
+# "Wysłano:" or "Data:", and separators in any language: a label between dashes
+# ("-----Original Message-----", "---------- Forwarded message ---------", "-----Message
+# d'origine-----"), or Outlook's rule of underscores.
+_SEPARATOR_RE = r"-{4,}[ \t]*[^\W\d_][^-\n]{2,60}?[ \t]*-{4,}|_{10,}"
+_OWN_HEADER = re.compile(
+    r"^[ \t]*(?:(?:W dniu|Dnia) [^\n]{4,200}?(?:napisał|napisała|napisał\(a\)|pisze)[ \t]*:?"
+    rf"|{_SEPARATOR_RE}"
+    r"|\**Od[ \t]*:[^\n]*\n[ \t]*\**(?:Wysłano|Data)[ \t]*:[^\n]*)[ \t]*$",
+    re.IGNORECASE | re.MULTILINE)
+_SEPARATOR = re.compile(rf"^\s*(?:{_SEPARATOR_RE})\s*$")
+_RULE = re.compile(r"\s*[_-]{32,}")
 _SIGNATURE_DELIMITER = re.compile(r"^--\s*$")                         # RFC 3676: "-- "
 _WRAPPED_ADDRESS = re.compile(r"^\s*\(?[^\s@<>]+@[^\s@<>]+>")            # "sklep@jantar.pl>) …"
 
@@ -80,50 +85,76 @@ def _before_marker(text: str) -> str:
 
 
 def _first_quote_line(lines: list[str]) -> int | None:
-    """The first line of a quote header that has text of the reply above it, or None."""
-    found = [index for index in (_library_header(lines), _own_header(lines)) if index]
+    """The first line of a quote header with some of the reply above it, or None.
+
+    A mail whose first text is a quote header (a forward, an answer written between the
+    quoted lines) is all quote, and stays whole.
+    """
+    reply = next((i for i, line in enumerate(lines)
+                  if line.strip() and not line.lstrip().startswith(">")), None)
+    if reply is None:
+        return None
+    found = [i for i in (_library_header(lines, reply), _own_header(lines, reply))
+             if i is not None]
     return min(found) if found else None
 
 
-def _library_header(lines: list[str]) -> int | None:
-    probe = [_probe_line(line) for line in lines[:PROBE_LINES]]
-    message = EmailMessage(text="\n".join(probe), languages=list(QUOTE_LANGUAGES),
-                           keep_hyphen_lists=True)
-    normalized = message.text.split("\n")
-    for match in message.HEADER_REGEX.finditer(message.text):
-        start = match.start() + len(match.group()) - len(match.group().lstrip())
-        index = message.text.count("\n", 0, start)
-        if len(normalized) != len(probe):  # the library joined lines: find ours by its text
-            index = next((i for i, line in enumerate(probe) if i >= index
-                          and line.strip() == normalized[index].strip()), None)
-        if index is not None and _text_above(lines, index):
+def _library_header(lines: list[str], reply: int) -> int | None:
+    """The first quote header the library finds below line REPLY, or None.
+
+    Its patterns start at a line's start: they are tried at the start of each line that
+    may hold a header (`_probe`), not at every character of the text (0.04 ms a mail
+    with a quote of 40 lines instead of 0.4).
+    """
+    probe = _probe(lines)
+    if not any(probe[reply + 1:]):
+        return None
+    text, start = "\n".join(probe), 0
+    for index, line in enumerate(probe):
+        if index > reply and line and _header_pattern().match(text, start):
             return index
+        start += len(line) + 1
     return None
+
+
+@functools.cache
+def _header_pattern() -> re.Pattern:
+    """The library's quote headers of QUOTE_LANGUAGES, as one pattern (built once)."""
+    return EmailMessage(text="", languages=list(QUOTE_LANGUAGES)).HEADER_REGEX
+
+
+@functools.cache
+def _signature_pattern(language: str) -> re.Pattern:
+    """The library's signatures of LANGUAGE and English, hyphen lists not among them."""
+    return EmailMessage(text="", languages=[language], keep_hyphen_lists=True).SIGNATURE_REGEX
+
+
+def _probe(lines: list[str]) -> list[str]:
+    """The lines as the library reads them, cut short (PROBE_LINES, PROBE_WIDTH), and
+    only those that may be part of a header, the others blank. A header line holds a
+    colon near its start ("From:", "De :"), or ends in one, or comes right before one
+    that does (Gmail wraps a long attribution), or is a dashed separator. No-break spaces read as spaces ("De\xa0:" is how French Outlook
+    writes "De :"); a line of 32 dashes or underscores is left out, which the library
+    would join to the line above (Outlook's rule is a separator of ours anyway)."""
+    cut = [_probe_line(line).strip() for line in lines[:PROBE_LINES]]  # as the library does
+    return [line if ":" in line[:40] or line.endswith(":") or following.endswith(":")
+            or line.lstrip().startswith("-----") else ""
+            for line, following in zip(cut, [*cut[1:], ""])]
 
 
 def _probe_line(line: str) -> str:
-    """LINE as the library reads it: cut short, no-break spaces as spaces ("De\xa0:" is
-    how French Outlook writes "De :"), and no line of 32 dashes or underscores, which it
-    would join to the line above (Outlook's rule is a separator of ours anyway)."""
-    line = line[:PROBE_WIDTH].replace("\xa0", " ").replace("\u202f", " ")
-    return "" if re.fullmatch(r"\s*[_-]{32,}.*", line) else line
+    line = line[:PROBE_WIDTH].replace("\xa0", " ").replace("\u202f", " ").rstrip()
+    return "" if _RULE.match(line) else line
 
 
-def _own_header(lines: list[str]) -> int | None:
-    for index, line in enumerate(lines):
-        line = line[:PROBE_WIDTH * 2]
-        header = (_POLISH_ATTRIBUTION.match(line) or _SEPARATOR.match(line)
-                  or (_POLISH_FROM.match(line) and index + 1 < len(lines)
-                      and _POLISH_SENT.match(lines[index + 1])))
-        if header and _text_above(lines, index):
+def _own_header(lines: list[str], reply: int) -> int | None:
+    """The first header of ours (Polish attributions, separators) below line REPLY."""
+    text = "\n".join(lines)
+    for match in _OWN_HEADER.finditer(text):
+        index = text.count("\n", 0, match.start())
+        if index > reply:
             return index
     return None
-
-
-def _text_above(lines: list[str], index: int) -> bool:
-    """Whether a reply stands above line INDEX: a mail that starts with a quote header is
-    all quote (a forward, an answer written between the quoted lines) and stays whole."""
-    return any(line.strip() and not line.lstrip().startswith(">") for line in lines[:index])
 
 
 def _without_trailing_quote(lines: list[str]) -> list[str]:
@@ -157,13 +188,12 @@ def _signature_start(lines: list[str], language: str) -> int | None:
     (never the mail's first line), or None."""
     # From the line before the tail: the library never starts a signature at the text's start.
     head = max(len(lines) - SIGNATURE_LINES - 1, 0)
-    tail = [_probe_line(line) for line in lines[head:]]
-    message = EmailMessage(text="\n".join(tail), languages=[language], keep_hyphen_lists=True)
-    match = message.SIGNATURE_REGEX.search(message.text)
-    if match is None or message.text.count("\n") != len(tail) - 1:
+    text = "\n".join(_probe_line(line).strip() for line in lines[head:])  # as the library does
+    match = _signature_pattern(language).search(text)
+    if match is None:
         return None
     start = match.start() + len(match.group()) - len(match.group().lstrip())
-    index = head + message.text.count("\n", 0, start)
+    index = head + text.count("\n", 0, start)
     return index or None
 
 
