@@ -193,9 +193,25 @@ def test_a_reply_without_a_quote_is_kept_whole(text):
     assert strip_quoted(text) == text
 
 
-def test_a_mail_that_is_all_quote_is_kept_whole():
-    """Nothing stands above the header: a forward, or an answer between quoted lines."""
-    text = "On Wed, Nov 25, 2026 at 11:00 AM Jan <jan@bursztyn.pl> wrote:\n> pytanie\nodpowiedź"
+@pytest.mark.parametrize("text", [
+    "On Wed, Nov 25, 2026 at 11:00 AM Jan <jan@bursztyn.pl> wrote:\n> pytanie\nodpowiedź",
+    "---------- Forwarded message ---------\nFrom: Jan <jan@bursztyn.pl>\n"
+    "Date: Wed, 25 Nov 2026\nSubject: kasa\n\nKasa 3 nie drukuje.",
+])
+def test_a_mail_that_starts_with_its_quote_is_kept_whole(text):
+    """Nothing stands above the header: a forward, or a bottom-posted answer."""
+    assert strip_quoted(text) == text
+
+
+def test_answers_between_the_quoted_lines_are_kept():
+    text = ("Dzień dobry,\n\nW dniu 25.11.2026 o 11:00, Jantar Helpdesk pisze:\n"
+            "> Czy drukarka jest włączona?\n\nTak, świeci na zielono.\n\n"
+            "> Jaki jest numer kasy?\n\nKasa nr 3.\n\n> Pozdrawiamy\n> Jantar")
+    assert strip_quoted(text) == text.rsplit("\n\n> Pozdrawiamy", 1)[0]
+
+
+def test_an_armoured_block_is_no_separator():
+    text = "Klucz poniżej.\n-----BEGIN PGP PUBLIC KEY BLOCK-----\nmQENBF\n-----END PGP PUBLIC KEY BLOCK-----"
     assert strip_quoted(text) == text
 
 

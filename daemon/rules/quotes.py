@@ -36,7 +36,7 @@ SIGNATURE_DELIMITER_LINES = 15   # "-- " is unambiguous: a longer block below it
 # "Wysłano:" or "Data:", and separators in any language: a label between dashes
 # ("-----Original Message-----", "---------- Forwarded message ---------", "-----Message
 # d'origine-----"), or Outlook's rule of underscores.
-_SEPARATOR_RE = r"-{4,}[ \t]*[^\W\d_][^-\n]{2,60}?[ \t]*-{4,}|_{10,}"
+_SEPARATOR_RE = r"-{4,}[ \t]*(?!BEGIN |END )[^\W\d_][^-\n]{2,60}?[ \t]*-{4,}|_{10,}"
 _OWN_HEADER = re.compile(
     r"^[ \t]*(?:(?:W dniu|Dnia) [^\n]{4,200}?(?:napisał|napisała|napisał\(a\)|pisze)[ \t]*:?"
     rf"|{_SEPARATOR_RE}"
@@ -45,7 +45,7 @@ _OWN_HEADER = re.compile(
 _SEPARATOR = re.compile(rf"^\s*(?:{_SEPARATOR_RE})\s*$")
 _RULE = re.compile(r"\s*[_-]{32,}")
 _SIGNATURE_DELIMITER = re.compile(r"^--\s*$")                         # RFC 3676: "-- "
-_WRAPPED_ADDRESS = re.compile(r"^\s*\(?[^\s@<>]+@[^\s@<>]+>")            # "sklep@jantar.pl>) …"
+_WRAPPED_ADDRESS = re.compile(r"^\s*\(?<?[^\s@<>]+@[^\s@<>]+>")         # "sklep@jantar.pl>) …"
 
 
 def strip_quoted(text: str) -> str:
@@ -54,7 +54,7 @@ def strip_quoted(text: str) -> str:
     cut = _first_quote_line(lines)
     if cut is not None:
         lines = lines[:cut]
-    return "\n".join(_without_trailing_quote(lines)).rstrip().strip("\n")
+    return "\n".join(_without_trailing_quote(lines, cut is not None)).rstrip().strip("\n")
 
 
 def strip_signature(text: str, language: str) -> str:
@@ -85,33 +85,44 @@ def _before_marker(text: str) -> str:
 
 
 def _first_quote_line(lines: list[str]) -> int | None:
-    """The first line of a quote header with some of the reply above it, or None.
+    """The first line of the first quote header, when the reply stands above it, or None.
 
-    A mail whose first text is a quote header (a forward, an answer written between the
-    quoted lines) is all quote, and stays whole.
+    A mail whose first text is a quote header (a forward, a bottom-posted answer) and a
+    header whose '>' quote has answers written between its lines are kept whole: what
+    the writer added is not only above the quote (the quote's end is cut all the same).
     """
     reply = next((i for i, line in enumerate(lines)
                   if line.strip() and not line.lstrip().startswith(">")), None)
-    if reply is None:
+    found = [i for i in (_library_header(lines), _own_header(lines)) if i is not None]
+    if reply is None or not found or min(found) <= reply or _interleaved(lines, min(found)):
         return None
-    found = [i for i in (_library_header(lines, reply), _own_header(lines, reply))
-             if i is not None]
-    return min(found) if found else None
+    return min(found)
 
 
-def _library_header(lines: list[str], reply: int) -> int | None:
-    """The first quote header the library finds below line REPLY, or None.
+def _interleaved(lines: list[str], header: int) -> bool:
+    """Whether text follows '>' lines below line HEADER: answers between quoted lines."""
+    quoted = False
+    for line in lines[header + 1:]:
+        if line.lstrip().startswith(">"):
+            quoted = True
+        elif quoted and line.strip():
+            return True
+    return False
+
+
+def _library_header(lines: list[str]) -> int | None:
+    """The line of the first quote header the library finds, or None.
 
     Its patterns start at a line's start: they are tried at the start of each line that
     may hold a header (`_probe`), not at every character of the text (0.04 ms a mail
     with a quote of 40 lines instead of 0.4).
     """
     probe = _probe(lines)
-    if not any(probe[reply + 1:]):
+    if not any(probe):
         return None
     text, start = "\n".join(probe), 0
     for index, line in enumerate(probe):
-        if index > reply and line and _header_pattern().match(text, start):
+        if line and _header_pattern().match(text, start):
             return index
         start += len(line) + 1
     return None
@@ -147,22 +158,20 @@ def _probe_line(line: str) -> str:
     return "" if _RULE.match(line) else line
 
 
-def _own_header(lines: list[str], reply: int) -> int | None:
-    """The first header of ours (Polish attributions, separators) below line REPLY."""
+def _own_header(lines: list[str]) -> int | None:
+    """The line of the first header of ours (Polish attributions, separators), or None."""
     text = "\n".join(lines)
-    for match in _OWN_HEADER.finditer(text):
-        index = text.count("\n", 0, match.start())
-        if index > reply:
-            return index
-    return None
+    match = _OWN_HEADER.search(text)
+    return text.count("\n", 0, match.start()) if match else None
 
 
-def _without_trailing_quote(lines: list[str]) -> list[str]:
+def _without_trailing_quote(lines: list[str], cut: bool) -> list[str]:
     """LINES without the '>' lines, blank lines and separators at their end, and without
-    the attribution line right above such a quote ("śr., 25 lis 2026 o 11:00 Jantar
-    Helpdesk <sklep@jantar.pl> napisał(a):"): a line ending in a colon that names a date
-    or an address, in any language."""
-    lines, quoted = list(lines), False
+    the attribution line right above such a quote, or above the header they were CUT at
+    ("śr., 25 lis 2026 o 11:00 Jantar Helpdesk <sklep@jantar.pl> napisał(a):", Yahoo's
+    "--- On Wed, 4/4/12, … wrote:"): a line ending in a colon that names a date or an
+    address, in any language."""
+    lines, quoted = list(lines), cut
     while lines and (not lines[-1].strip() or lines[-1].lstrip().startswith(">")
                      or _SEPARATOR.match(lines[-1])):
         quoted = quoted or lines[-1].lstrip().startswith(">")
