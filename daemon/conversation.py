@@ -15,10 +15,11 @@ from sqlalchemy.orm import Session
 
 from daemon.config import Config
 from daemon.outbound.config import outbound_config
+from daemon.outbound.follow_up import follow_up
 from daemon.outbound.outbox import OutgoingAttachment, deliverable, enqueue
 from daemon.outbound.render import render_mail
 from daemon.rules.commands import HELP, Command, parse_commands
-from daemon.rules.quotes import REPLY_ABOVE, strip_quoted
+from daemon.rules.quotes import REPLY_ABOVE, strip_quoted, strip_signature
 from daemon.parse import ParsedMail
 from daemon.rules.routing import route_new_ticket
 from daemon.ratings import rating_links
@@ -31,6 +32,10 @@ from daemon.tickets import (Inserts, add_participant, bound_inserts, is_technici
 
 log = logging.getLogger(__name__)
 BRAND = "Jantar Helpdesk"
+# Mail to staff about a ticket: each follows the last mail its readers got about the
+# ticket (daemon.outbound.follow_up), so their client threads it under the first notice.
+STAFF_NOTICES = frozenset({"assigned", "forward", "tier_handover", "sla_warning", "sla_breach",
+                           "coordinator_new", "coordinator_flood"})
 
 
 # -- loop protection -------------------------------------------------------------------
@@ -92,8 +97,9 @@ def send_template(session: Session, config: Config, ticket: Ticket | None, templ
     """Render TEMPLATE in the ticket's language and queue it From the ticket's mailbox.
 
     Addresses no relay would take (``root@localhost``, garbage from a broken header) are
-    left out; with no recipient left nothing is queued and None is returned. INTO: see
-    `enqueue`.
+    left out; with no recipient left nothing is queued and None is returned. A staff
+    notice (STAFF_NOTICES) answering no mail of its own follows the last mail its
+    recipients got about the ticket. INTO: see `enqueue`.
     """
     to, cc = [a for a in to if deliverable(a)], [a for a in cc if deliverable(a)]
     if not to:
@@ -105,11 +111,15 @@ def send_template(session: Session, config: Config, ticket: Ticket | None, templ
     rendered = render_mail(config, template, language, web_url=config.web_url,
                            ticket_url=ticket_url(config, ticket) if ticket else config.web_url,
                            reply_above=REPLY_ABOVE, mailbox=mailbox, **context)
+    references = [in_reply_to] if in_reply_to else []
+    if in_reply_to is None and kind in STAFF_NOTICES:
+        thread = follow_up(session, ticket, [*to, *cc])
+        in_reply_to, references = thread.parent, list(thread.references)
     return enqueue(session, config, kind=kind, now=now, to=to, cc=list(cc),
                    subject=rendered.subject, text=rendered.text, html=rendered.html,
                    ticket=ticket, from_address=mailbox,
                    from_name=from_name, in_reply_to=in_reply_to,
-                   references=[m for m in [in_reply_to] if m], auto_submitted=auto_submitted,
+                   references=references, auto_submitted=auto_submitted,
                    attachments=list(attachments), message_kind=message_kind, into=into)
 
 
@@ -465,10 +475,13 @@ def _technician_mail(intake) -> None:
     if parsed.errors:
         _reject_commands(intake, parsed.errors)
         return
+    # The relay is signed by us (name, helpdesk, ticket): the technician's own signature
+    # would sign it twice, and give the customer the direct line the mailbox stands for.
+    body = strip_signature(parsed.body, config.language)
     if parsed.has("internal"):
         intake.message.kind = "internal"
-    elif parsed.body.strip():
-        _relay_to_customer(intake, parsed.body)  # before #resolve, so the answer comes first
+    elif body.strip():
+        _relay_to_customer(intake, body)  # before #resolve, so the answer comes first
     for command in parsed.commands:
         apply_command(session, config, ticket, command, actor=mail.from_email, now=now)
 

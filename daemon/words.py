@@ -16,6 +16,22 @@ WORDS: dict[str, tuple[str, str]] = {
     "auto": ("automat", "automatic"), "system": ("system", "system"),
     "email": ("e-mail", "email"), "web": ("formularz", "web form"), "phone": ("telefon", "phone"),
     "quarantined": ("kwarantanna", "quarantined"), "discarded": ("odrzucone", "discarded"),
+    # The kinds of mail we send, as "mail:KIND" (daemon.outbound.outbox), for mail that names one.
+    "mail:ack": ("potwierdzenie przyjęcia", "acknowledgement"),
+    "mail:form_invite": ("zaproszenie do formularza", "invitation to the form"),
+    "mail:assigned": ("powiadomienie o przypisaniu", "assignment notice"),
+    "mail:relay": ("odpowiedź technika do klienta", "technician's answer to the customer"),
+    "mail:forward": ("wiadomość klienta dla technika", "customer's mail to the technician"),
+    "mail:resolved": ("powiadomienie o rozwiązaniu", "resolution notice"),
+    "mail:command_error": ("błąd polecenia", "command error"),
+    "mail:tier_handover": ("przekazanie do poziomu", "tier handover"),
+    "mail:coordinator_new": ("nowe zgłoszenie dla koordynatora", "new ticket notice"),
+    "mail:coordinator_digest": ("zestawienie nowych zgłoszeń", "new tickets digest"),
+    "mail:coordinator_flood": ("powiadomienie o zalewie poczty", "mail flood notice"),
+    "mail:sla_warning": ("ostrzeżenie SLA", "SLA warning"),
+    "mail:sla_breach": ("przekroczenie SLA", "SLA breach"), "mail:staff_held": (
+        "wstrzymana wiadomość z adresem technika", "held mail in a staff member's name"),
+    "mail:delivery_failed": ("niedoręczenie", "delivery failure"),
 }
 _BY_LANGUAGE = {language: {code: pair[i] for code, pair in WORDS.items()}
                 for i, language in enumerate(LANGUAGES)}

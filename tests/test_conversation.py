@@ -7,8 +7,10 @@ messages actually delivered, headers included.
 from __future__ import annotations
 
 import dataclasses
+import email.policy
 import re
 from datetime import timedelta
+from email.parser import BytesHeaderParser
 from email.utils import parseaddr
 
 import pytest
@@ -30,6 +32,7 @@ from tests.mailfactory import make_mail
 CUSTOMER = "jan.nowak@bursztyn.pl"
 ANNA = "anna.kowalska@jantar.pl"
 COORDINATOR = "koordynator@jantar.pl"
+PIOTR = "piotr.nowak@jantar.pl"  # L2
 
 
 class Helpdesk:
@@ -38,15 +41,30 @@ class Helpdesk:
     def __init__(self, config, store, sink):
         self.config, self.store, self.sink = config, store, sink
         self.now = NOW
+        self.staff = {t.email.lower() for t in config.technicians}
         self.receiver = start_receiver(config, store, Clock(start=self.now))
 
     def advance(self, **delta) -> None:
         self.now += timedelta(**delta)
 
-    def mail(self, raw: bytes, to: str = "sklep@jantar.pl") -> list:
-        """Deliver RAW to the helpdesk; return the mails it sent in response."""
+    def mail(self, raw: bytes, to: str = "sklep@jantar.pl", *, unproven: bool = False) -> list:
+        """Deliver RAW to the helpdesk as its writer's server would, the envelope sender its
+        From address; return the mails the helpdesk sent in response.
+
+        Staff mail goes the way production accepts it: answering mail we sent (In-Reply-To,
+        References) or vouched for by a receiving server (Authentication-Results). A test of
+        a path production refuses sends a bare staff mail on purpose, with UNPROVEN.
+        """
+        headers = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
+        sender = parseaddr(str(headers.get("From", "")))[1]
+        if sender.lower() in self.staff and not unproven:
+            proof = [h for h in ("In-Reply-To", "References", "Authentication-Results")
+                     if headers.get(h)]
+            assert proof, (f"staff mail from {sender} proves nothing: answer the notice "
+                           "(mailfactory.technician_reply) or pass unproven=True")
         before = len(self.sink.messages)
-        send_mail(self.receiver.port, raw, rcpt_tos=[to], mail_from="sender@example.org")
+        send_mail(self.receiver.port, raw, rcpt_tos=[to],
+                  mail_from=sender if "@" in sender else "sender@example.org")
         clock = Clock(start=self.now)
         Pipeline(self.config, self.store, clock).process_pending()
         send_pending(self.config, self.store, clock)
@@ -112,6 +130,27 @@ def new_ticket(helpdesk, **kwargs) -> tuple[str, list]:
     return number_in(ack.message["Subject"]), sent
 
 
+# -- the harness itself ---------------------------------------------------------------------------
+def test_the_harness_sends_staff_mail_as_production_receives_it(helpdesk):
+    """Issue 21 item 20: every staff mail went with the envelope sender@example.org and
+    nothing but a staff From. Now each goes as its writer's server sends it and answers
+    our notice; a bare staff mail is refused by the harness unless a test means it."""
+    number, notice = assigned_ticket(helpdesk)              # the coordinator answers a notice
+    helpdesk.mail(technician_reply(notice, "Proszę zrestartować drukarkę."))
+    with helpdesk.store.transaction() as session:
+        records = list(session.scalars(select(RawMessage).order_by(RawMessage.id)))
+        envelopes = [r.envelope["mail_from"] for r in records]
+    assert envelopes == [CUSTOMER, COORDINATOR, ANNA]
+    kinds = [m.kind for m in helpdesk.ticket(number).messages if m.direction == "in"]
+    assert kinds == ["customer", "technician", "technician"]  # both proven, nothing held
+    bare = make_mail(sender=ANNA, subject=f"Re: [#{number}] Drukarka", body="#resolve")
+    with pytest.raises(AssertionError, match="proves nothing"):
+        helpdesk.mail(bare)
+    helpdesk.mail(bare, unproven=True)                     # the path production refuses
+    ticket = helpdesk.ticket(number)
+    assert ticket.held and ticket.status == "open"
+
+
 # -- acknowledgement --------------------------------------------------------------------------
 def test_new_ticket_is_acknowledged_in_polish_with_number_and_headers(helpdesk):
     number, sent = new_ticket(helpdesk, cc="kierownik@bursztyn.pl")
@@ -158,6 +197,24 @@ def test_coordinator_assigns_by_answering_the_notice(helpdesk):
     ticket = helpdesk.ticket(number)
     assert ticket.assignee.email == ANNA and ticket.status == "open"
     assert {"assigned", "command"} <= {e.action for e in ticket.events}
+
+
+def test_coordinator_notice_names_the_channel_and_priority_in_words(helpdesk):
+    _, sent = new_ticket(helpdesk)
+    lines = text_of(one_to(sent, COORDINATOR).message).splitlines()
+    assert "Kanał:        e-mail (sklep@jantar.pl)" in lines
+    assert "Poziom:       L1, priorytet: normalny" in lines
+
+
+def test_assignment_notice_gives_each_fact_a_line_of_its_own(helpdesk):
+    """Issue 21: 'priorytet: normalPierwsza odpowiedź do: … CETRozwiązanie do: …'."""
+    _, notice = assigned_ticket(helpdesk)
+    lines = text_of(notice).splitlines()
+    assert "Poziom:       L1, priorytet: normalny" in lines
+    date = r"\d{1,2}\.\d{2}\.\d{4}, \d{2}:\d{2} CES?T"     # 25.11.2026, 15:00 CET
+    assert [line for line in lines if re.fullmatch(rf"Pierwsza odpowiedź do: {date}", line)]
+    assert [line for line in lines if re.fullmatch(rf"Rozwiązanie do: +{date}", line)]
+    assert "Temat:        Drukarka fiskalna nie drukuje" in lines
 
 
 # -- no answer to machines ------------------------------------------------------------------
@@ -270,6 +327,41 @@ def test_customer_reply_reaches_the_assignee_and_a_plain_reply_continues(helpdes
     # Anna answers the forward in her client: it reaches the customer again.
     sent = helpdesk.mail(technician_reply(forward, "Dziękuję, naprawione."))
     assert "Dziękuję, naprawione." in text_of(one_to(sent, CUSTOMER).message)
+
+
+def test_forwards_thread_under_the_notice_and_answering_one_proves_the_technician(helpdesk):
+    """Issue 21 item 4: the forward named no earlier mail, so Anna's client showed it apart."""
+    number, notice = assigned_ticket(helpdesk)
+    sent = helpdesk.mail(make_mail(subject=f"Re: [#{number}] Drukarka", body="Kasa 3 też."))
+    first = one_to(sent, ANNA).message
+    assert first["In-Reply-To"] == notice["Message-ID"]
+    assert first["References"].split() == [notice["Message-ID"]]
+    sent = helpdesk.mail(make_mail(subject=f"Re: [#{number}] Drukarka", body="I kasa 4."))
+    second = one_to(sent, ANNA).message
+    assert second["In-Reply-To"] == first["Message-ID"]
+    assert second["References"].split() == [notice["Message-ID"], first["Message-ID"]]
+    # Anna answers the second forward as her client writes it: that is her proof.
+    answer = make_mail(sender=f"Anna Kowalska <{ANNA}>", subject=f"Re: {second['Subject']}",
+                       in_reply_to=second["Message-ID"],
+                       references=f"{second['References']} {second['Message-ID']}",
+                       body="Sprawdzę obie kasy jutro rano.")
+    sent = helpdesk.mail(answer)
+    assert "Sprawdzę obie kasy" in text_of(one_to(sent, CUSTOMER).message)
+    ticket = helpdesk.ticket(number)
+    assert [m.kind for m in ticket.messages if m.direction == "in"][-1] == "technician"
+    assert not ticket.held
+
+
+def test_staff_notices_follow_the_last_mail_to_the_same_person(helpdesk):
+    number, notice = assigned_ticket(helpdesk)
+    sent = helpdesk.mail(technician_reply(notice, "#tier L2"))
+    handover = one_to(sent, PIOTR).message
+    assert handover["In-Reply-To"] is None        # the first mail Piotr gets about the ticket
+    sent = helpdesk.mail(mailfactory.technician_reply(helpdesk.store, number, COORDINATOR,
+                                                      "#assign Piotr"))
+    assigned = one_to(sent, PIOTR).message
+    assert assigned["In-Reply-To"] == handover["Message-ID"]
+    assert assigned["References"].split() == [handover["Message-ID"]]
 
 
 def test_large_customer_files_reach_the_technician_as_links(helpdesk_factory):

@@ -55,7 +55,7 @@ def assert_held_and_nothing_obeyed(helpdesk, number: str) -> None:
 @pytest.mark.parametrize("sender", [f"Anna Kowalska <{ANNA}>", "ANNA.KOWALSKA@JANTAR.PL"])
 def test_a_forged_technician_mail_is_held_and_obeys_nothing(helpdesk, sender):
     number, _notice = assigned_ticket(helpdesk)
-    sent = helpdesk.mail(forged(number, sender))
+    sent = helpdesk.mail(forged(number, sender), unproven=True)
 
     assert customers(sent) == []                       # nothing relayed to the customer
     [warning] = sent                                   # one short mail, to Anna's real address
@@ -73,7 +73,7 @@ def test_a_forged_technician_mail_is_held_and_obeys_nothing(helpdesk, sender):
 
 def test_answering_the_held_notice_is_the_proof(helpdesk):
     number, _notice = assigned_ticket(helpdesk)
-    [warning] = helpdesk.mail(forged(number, attachments=[]))
+    [warning] = helpdesk.mail(forged(number, attachments=[]), unproven=True)
     sent = helpdesk.mail(make_mail(sender=ANNA, subject=f"Re: {warning.message['Subject']}",
                                    in_reply_to=warning.message["Message-ID"],
                                    body="#priority high\nJadę do sklepu."))
@@ -85,7 +85,8 @@ def test_a_burst_of_forged_mail_makes_one_notice(helpdesk):
     number, _notice = assigned_ticket(helpdesk)
     sent = []
     for n in range(6):
-        sent += helpdesk.mail(forged(number, message_id=f"<forged{n}@evil.example>"))
+        sent += helpdesk.mail(forged(number, message_id=f"<forged{n}@evil.example>"),
+                              unproven=True)
     assert [to_addresses(m) for m in sent] == [{ANNA}]
     ticket = helpdesk.ticket(number)
     assert sum(m.held for m in ticket.messages) == 6 and ticket.priority == "normal"
@@ -207,7 +208,7 @@ def test_no_verdict_is_believed_without_configured_servers(helpdesk):
 def test_an_unproven_staff_mail_opening_a_ticket_is_anybodys_new_ticket(helpdesk):
     sent = helpdesk.mail(make_mail(sender=ANNA, subject="Awaria drukarki w biurze",
                                    body="#resolve\n#priority urgent\nNie drukuje.",
-                                   attachments=[PROGRAM]))
+                                   attachments=[PROGRAM]), unproven=True)
     ack = one_to(sent, ANNA).message                    # acknowledged, as anybody's mail
     number = ack["Subject"].split("]")[0].lstrip("[#")
     assert one_to(sent, COORDINATOR)
@@ -218,7 +219,7 @@ def test_an_unproven_staff_mail_opening_a_ticket_is_anybodys_new_ticket(helpdesk
 
 def test_accepting_a_held_staff_mail_keeps_it_an_internal_note(helpdesk):
     number, _notice = assigned_ticket(helpdesk)
-    helpdesk.mail(forged(number))
+    helpdesk.mail(forged(number), unproven=True)
     with helpdesk.store.transaction() as session:
         [held] = session.scalars(select(Message).where(Message.held))
         attach_held(session, helpdesk.config, held, actor=COORDINATOR, now=helpdesk.now)

@@ -231,7 +231,7 @@ def test_the_sweep_warns_then_reports_the_breach_once_each(desk):
     mail = email.message_from_bytes(breach.raw, policy=email.policy.default)
     assert "[#JAN-1]" in mail["Subject"] and "SLA" in mail["Subject"]
     assert mail["Auto-Submitted"] == "auto-generated"
-    assert "2026-11-25 15:00 CET" in mail.get_body(("plain",)).get_content()
+    assert "25.11.2026, 15:00 CET" in mail.get_body(("plain",)).get_content()  # Polish date
     ticket = desk.ticket()
     assert ticket.first_response_warning_sent_at == warsaw(25, 14, 1)
     assert ticket.first_response_breach_sent_at == warsaw(25, 15, 1)
@@ -288,7 +288,7 @@ def test_a_breach_escalates_as_the_contract_says(desk_factory):
         assert "tier_handover" in kinds
     breach = [n for n in desk.notices() if n.kind == "sla_breach"][0]
     text_part = email.message_from_bytes(breach.raw, policy=email.policy.default)
-    assert "priorytet podniesiony do high" in text_part.get_body(("plain",)).get_content()
+    assert "- nowy priorytet: wysoki" in text_part.get_body(("plain",)).get_content()
     assert desk.sweep(warsaw(25, 15, 2)) == Counter()
 
 

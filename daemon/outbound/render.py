@@ -3,6 +3,10 @@
 A mail NAME is three files in a language folder: `NAME.subject.txt`, `NAME.txt` and,
 optionally, `NAME.html` (which extends that folder's `_layout.html`). Only .html is
 autoescaped; a variable the caller did not pass is an error, never an empty string.
+
+Templates write the store's codes, numbers and instants the reader's way, through the
+filters `word` (daemon.words: `{{ ticket.priority | word }}` is "normalny"), `number`
+and `local` (daemon.formats: 1 234,5 and 25.11.2026, 15:00 CET in Polish).
 """
 from __future__ import annotations
 
@@ -17,7 +21,10 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from daemon.config import Config
+from daemon.formats import moment as formatted_moment
+from daemon.formats import number as formatted_number
 from daemon.outbound.config import outbound_config
+from daemon.words import word
 
 LANGUAGE_RE = re.compile(r"[a-z]{2}")
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_]*")
@@ -72,9 +79,13 @@ def render_mail(config: Config, name: str, language: str | None, **context) -> R
     return RenderedMail(subject=" ".join(subject.split()), text=text, html=html)
 
 
-def local_time(moment: datetime | None, tz: tzinfo) -> str:
-    """`{{ instant | local }}` in templates: the helpdesk's wall clock, e.g. 2026-11-25 15:00 CET."""
-    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z") if moment else ""
+def local_time(moment: datetime | None, tz: tzinfo, language: str = "pl") -> str:
+    """`{{ instant | local }}` in templates: the helpdesk's wall clock the LANGUAGE's way,
+    with its zone (Polish 25.11.2026, 15:00 CET; English 25/11/2026, 15:00 CET)."""
+    if not moment:
+        return ""
+    zone = moment.astimezone(tz).strftime("%Z")  # CET or CEST: a reader abroad sees which
+    return f"{formatted_moment(moment, language, tz)} {zone}"
 
 
 def _roots(config: Config) -> list[Path]:
@@ -134,5 +145,8 @@ def _environment(roots: tuple[Path, ...], language: str, timezone: str) -> jinja
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
     zone = ZoneInfo(timezone)
-    environment.filters["local"] = lambda moment: local_time(moment, zone)
+    environment.filters["local"] = lambda moment: local_time(moment, zone, language)
+    environment.filters["word"] = lambda code: word(code, language)
+    environment.filters["number"] = lambda value, digits=1: formatted_number(value, language,
+                                                                            digits)
     return environment

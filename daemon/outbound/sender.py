@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from daemon.clock import Clock
 from daemon.config import Config
 from daemon.outbound.config import OutboundConfig, outbound_config
+from daemon.outbound.follow_up import follow_up
 from daemon.outbound.outbox import enqueue
 from daemon.outbound.render import render_mail
 from daemon.outbound.transport import (Accepted, DeliveryFailure, PermanentFailure,
@@ -184,6 +185,9 @@ def _notify_coordinators(session: Session, config: Config, mail: OutboxMail,
         return
     notice = render_mail(config, NOTICE_KIND, config.language, mail=mail, ticket=ticket,
                          error=error, recipients=recipients)
-    enqueue(session, config, kind=NOTICE_KIND, now=now, to=[c.email for c in coordinators],
+    to = [c.email for c in coordinators]
+    thread = follow_up(session, ticket, to)  # under the ticket's notices to the coordinators
+    enqueue(session, config, kind=NOTICE_KIND, now=now, to=to,
             subject=notice.subject, text=notice.text, html=notice.html, ticket=ticket,
-            auto_submitted="auto-generated", record_on_ticket=False)
+            auto_submitted="auto-generated", record_on_ticket=False,
+            in_reply_to=thread.parent, references=list(thread.references))
